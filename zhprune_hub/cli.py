@@ -92,8 +92,215 @@ def main() -> None:
 
 # --- prune / verify (pruning engine) ---------------------------------------------------------
 
+
+@app.command(
+    help=(
+        "Structurally prune MODEL (Hub id, local checkpoint, or directory with a GGUF file) and write a "
+        "safetensors checkpoint to --output. --ratio is the fraction of the model's TOTAL parameter count "
+        "(embeddings included) to remove; the hidden size is always kept."
+    )
+)
+def prune(
+    model: Annotated[str, typer.Argument(help="Hub id, local checkpoint directory, or directory with a GGUF file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the pruned checkpoint.")],
+    ratio: Annotated[float, typer.Option(help="Fraction of TOTAL parameters to remove (0 ≤ ratio < 1).")] = 0.2,
+    method: Annotated[str, typer.Option(help="taylor, activation, magnitude or random.")] = "taylor",
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="global: per-block widths, loads with trust_remote_code; uniform: same widths everywhere, stock config."
+        ),
+    ] = "global",
+    head_unit: Annotated[
+        str, typer.Option(help="group: remove whole KV groups; query: the same number of query heads per group.")
+    ] = "group",
+    calibration: Annotated[
+        str, typer.Option(help="Corpus name, alias, mix like wikitext_zh:0.7,c4:0.3, a file path, or auto.")
+    ] = "auto",
+    language: Annotated[str | None, typer.Option(help="zh or en: language of a calibration file.")] = None,
+    data_dir: DataDirOption = None,
+    num_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
+    seq_len: Annotated[int, typer.Option(help="Tokens per calibration window.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Calibration windows per forward pass.")] = 1,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            help="Layer prior strength: scores are scaled by (block importance / mean)^T; 0 = pure global ranking."
+        ),
+    ] = 1.0,
+    tau: Annotated[
+        str,
+        typer.Option(
+            help="A block whose importance lies more than tau robust deviations below the median may be removed "
+            "whole; None (auto) = 3, a large value disables it."
+        ),
+    ] = "None",
+    seed: Annotated[int, typer.Option(help="Seed for calibration sampling and random scores.")] = 0,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    gguf_file: GgufOption = None,
+    revision: RevisionOption = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Run modeling code shipped with MODEL (needed for foreign remote code).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    from zhprune_hub.console import run_prune
+
+    run_prune(
+        dict(
+            model=model,
+            output=output,
+            ratio=ratio,
+            method=method,
+            layout=layout,
+            head_unit=head_unit,
+            calibration=calibration,
+            language=language,
+            data_dir=data_dir,
+            num_samples=num_samples,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            temperature=temperature,
+            tau=tau,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            gguf_file=gguf_file,
+            revision=revision,
+            trust_remote_code=trust_remote_code or None,
+            overwrite=overwrite,
+        ),
+        json_output=json_output,
+        quiet=quiet,
+    )
+
+
+@app.command(help="Check every block's weight and bias shapes against the config, reload, and run a forward pass.")
+def verify(
+    directory: Annotated[Path, typer.Argument(help="A checkpoint written by `zhprune-hub prune`.")],
+    base: Annotated[str | None, typer.Option(help="Base model, to compare biases, tokenizer and counts.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    from zhprune_hub.console import run_verify
+
+    if not run_verify(directory, base=base, json_output=json_output):
+        raise typer.Exit(1)
+
 # --- datasets (corpora registry) -------------------------------------------------------------
 
+
+@app.command("datasets")
+def datasets_command(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Only these corpora (names or aliases); all when omitted.", show_default=False),
+    ] = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List calibration/evaluation corpora: aliases, language, use, and where each is read from here."""
+    import json
+
+    from zhprune_hub.data import get_corpus, list_datasets
+
+    rows = list_datasets(data_dir)
+    if names:
+        wanted = {"auto" if name.strip().lower() == "auto" else get_corpus(name).name for name in names}
+        rows = [row for row in rows if row["name"] in wanted]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Corpora: read from the local data directory when found, else from the Hub")
+    for column in ("name", "aliases", "lang", "used for", "calibration read from", "evaluation read from"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            ", ".join(row["aliases"]),
+            row["language"],
+            ", ".join(row["purposes"]),
+            row["calibration"]["read_from"] if row["calibration"] else row.get("resolves_to", "-"),
+            row["evaluation"]["read_from"] if row["evaluation"] else "-",
+        )
+    Console().print(table)
+
+
 # --- evaluate ----------------------------------------------------------------------------------
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    models: Annotated[
+        list[str], typer.Argument(help="Hub ids or checkpoint directories; the first is the reference.")
+    ],
+    ppl: Annotated[
+        str | None,
+        typer.Option(
+            "--ppl", help="Perplexity corpora, comma-separated, or 'none' [default: wikitext2,ptb (+c4_zh for zh)]."
+        ),
+    ] = None,
+    tasks: Annotated[
+        str,
+        typer.Option("--tasks", help="Zero-shot lm-eval tasks, comma-separated, or 'none'."),
+    ] = "boolq,piqa,hellaswag,winogrande,arc_easy",
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per zero-shot task (quick runs).")] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Perplexity window (capped at the model context).")] = 2048,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens of each text.")
+    ] = None,
+    batch_size: Annotated[str, typer.Option("--batch-size", help="auto or a number of windows/requests.")] = "auto",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    data_dir: DataDirOption = None,
+    trust_remote_code: Annotated[
+        bool | None,
+        typer.Option(
+            "--trust-remote-code/--no-trust-remote-code",
+            help="Run modeling code shipped in a checkpoint (our own `global` layout is trusted automatically).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the results JSON here ('-' prints it to stdout).")
+    ] = None,
+    quiet: QuietFlag = False,
+) -> None:
+    """Evaluate models (perplexity + lm-eval zero-shot) and compare each with the first."""
+    from zhprune_hub.evaluate import evaluate_models, render_table
+    from zhprune_hub.evaluate.runner import parse_batch_size, parse_names
+    from zhprune_hub.results import save_results
+
+    results = evaluate_models(
+        models,
+        ppl=parse_names(ppl),
+        tasks=parse_names(tasks) or [],
+        limit=limit,
+        seq_len=seq_len,
+        max_tokens=max_tokens,
+        batch_size=parse_batch_size(batch_size),
+        data_dir=data_dir,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        quiet=quiet,
+    )
+    if json_out is not None and str(json_out) == "-":
+        typer.echo(results.model_dump_json(indent=2))
+        return
+    if json_out is not None:
+        save_results(results, json_out)
+    if not quiet:
+        from rich.console import Console
+
+        Console().print(render_table(results))
+        if json_out is not None:
+            Console(stderr=True).print(f"Results written to {json_out}")
+
 
 # --- card / push / publish --------------------------------------------------------------------

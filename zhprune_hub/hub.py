@@ -1,4 +1,4 @@
-"""Talking to the Hub: pull a model snapshot (push lives beside it).
+"""Talking to the Hub: pull a model snapshot, push a folder as one commit.
 
 Every function takes an explicit endpoint and token instead of reading global state, so tests
 can point it at a local Hub-compatible server and users at a mirror (HF_ENDPOINT).
@@ -6,10 +6,22 @@ can point it at a local Hub-compatible server and users at a mirror (HF_ENDPOINT
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
-from zhprune_hub.errors import ModelSourceError
+from zhprune_hub.errors import HubError, ModelSourceError
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+#: Local folders never pushed: git metadata and huggingface_hub's local_dir bookkeeping.
+SKIPPED_FOLDERS = (".git", ".cache")
 
 #: Files a pull needs; weights in other formats (.bin, .pt, .msgpack, .h5) are skipped on purpose.
 PULL_PATTERNS = [
@@ -88,3 +100,224 @@ def pull(
     except Exception:
         commit = Path(path).name if len(Path(path).name) == 40 else None
     return Path(path), commit
+
+
+@dataclass(frozen=True)
+class HubUrls:
+    """Browser URLs of a repo and, when known, of one commit."""
+
+    repo: str
+    commit: str | None = None
+
+
+def hub_urls(repo_id: str, *, endpoint: str | None = None, commit_oid: str | None = None) -> HubUrls:
+    """The repo (and commit) URLs to print for `endpoint` (a mirror, a local server or the Hub)."""
+    base = (resolve_endpoint(endpoint) or DEFAULT_ENDPOINT).rstrip("/")
+    repo = f"{base}/{repo_id}"
+    return HubUrls(repo=repo, commit=f"{repo}/commit/{commit_oid}" if commit_oid else None)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What one push did: the commit it made (or found), and whether anything changed."""
+
+    repo_id: str
+    repo_url: str
+    commit_url: str
+    commit_oid: str
+    pr_url: str | None
+    revision: str
+    changed: bool
+    files: int
+
+
+def push_folder(
+    folder: Path,
+    repo_id: str,
+    *,
+    endpoint: str | None,
+    token: str | None,
+    private: bool = False,
+    create_pr: bool = False,
+    revision: str | None = None,
+    commit_message: str,
+    commit_description: str | None = None,
+) -> PushResult:
+    """Push every file of `folder` to `repo_id` in one commit (or one pull request), then verify it.
+
+    The repo is created if missing; a `revision` branch that does not exist is created from main
+    first. Identical content makes no commit (and opens no PR): the result says `changed=False`.
+    After the commit, the remote tree is compared with the folder (git blob sha1 for regular
+    files, sha256 for LFS files). Remote files absent from the folder are left in place.
+
+    Args:
+        token: a write token; None means huggingface_hub's own lookup (HF_TOKEN, then the login
+            file). It is never printed, logged or put in an error message.
+        revision: target branch (or an existing `refs/pr/N`); URL-quoted values are accepted.
+
+    Raises:
+        HubError: no token, the folder is empty, or the Hub failed; the message says whether the
+            target branch changed and that the local folder is kept.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+
+    folder = Path(folder)
+    files = _folder_files(folder)
+    endpoint = resolve_endpoint(endpoint)
+    where = endpoint or DEFAULT_ENDPOINT
+    branch = unquote(revision) if revision else None
+    target = branch or "main"
+    if not token and not get_token():
+        raise HubError(
+            f"No Hub token found for pushing to {repo_id!r}; pass --token or set HF_TOKEN "
+            "(or run `hf auth login`), nothing was pushed."
+        )
+    api = HfApi(endpoint=endpoint, token=token or None)
+    stage, head_before = "creating the repository", None
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if branch is not None and not branch.startswith("refs/pr/") and not api.revision_exists(repo_id, branch):
+            stage = f"creating branch {branch!r}"
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        stage = f"reading the head of {target!r}"
+        head_before = api.repo_info(repo_id, revision=target).sha
+        stage = "uploading and committing"
+        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path)) for rel, path in files.items()]
+        info = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            revision=branch,
+            create_pr=create_pr,
+        )
+    except Exception as exc:
+        reason = _failure_reason(exc, where)
+        if reason is None:
+            raise
+        state = _target_state(api, repo_id, target, head_before)
+        raise HubError(
+            f"Pushing {folder} to {repo_id!r} on {where} failed while {stage} ({reason}); {state}, "
+            "and the local folder is kept, so fix the cause and run the push again."
+        ) from exc
+
+    changed = info.pr_url is not None if create_pr else info.oid != head_before
+    urls = hub_urls(repo_id, endpoint=endpoint, commit_oid=info.oid)
+    _verify_remote(api, repo_id, info.oid, files, where=where, commit_url=urls.commit or urls.repo)
+    return PushResult(
+        repo_id=repo_id,
+        repo_url=urls.repo,
+        commit_url=urls.commit or urls.repo,
+        commit_oid=info.oid,
+        pr_url=info.pr_url,
+        revision=info.pr_revision or target,
+        changed=changed,
+        files=len(files),
+    )
+
+
+def _folder_files(folder: Path) -> dict[str, Path]:
+    """Files to push, by their path in the repo (posix, sorted)."""
+    if not folder.is_dir():
+        raise HubError(f"Folder {str(folder)!r} to push does not exist; nothing was pushed.")
+    files = {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not any(part in SKIPPED_FOLDERS for part in path.relative_to(folder).parts)
+    }
+    if not files:
+        raise HubError(f"Folder {str(folder)!r} has no files to push; nothing was pushed.")
+    return files
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failures of whichever HTTP stack this huggingface_hub uses (httpx2, httpx, requests)."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def _failure_reason(exc: BaseException, where: str) -> str | None:
+    """A short, token-free reason for a known push failure shape; None for anything else (a bug)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    transport = _transport_errors()
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else "error"
+        if status in (401, 403):
+            return f"HTTP {status}: the Hub rejected the token, pass a token with write access via --token or HF_TOKEN"
+        return f"HTTP {status}"
+    if isinstance(exc, RuntimeError) and isinstance(exc.__cause__, (HfHubHTTPError, *transport)):
+        # huggingface_hub wraps an LFS upload that failed after its retries this way.
+        return f"an LFS upload failed after retries with {type(exc.__cause__).__name__}"
+    if isinstance(exc, transport):
+        if type(exc).__module__.startswith(("httpx", "requests")):
+            return f"{where} could not be reached: {type(exc).__name__}"
+        # hf_xet reports a server without the Xet protocol as a plain ConnectionError
+        return (
+            f"the upload connection failed with {type(exc).__name__}; a server without Xet needs HF_HUB_DISABLE_XET=1"
+        )
+    return None
+
+
+def _target_state(api: HfApi, repo_id: str, target: str, head_before: str | None) -> str:
+    """What a failed push left on the target branch, checked against the Hub where possible."""
+    if head_before is None:
+        return "no commit was made"
+    try:
+        head_now = api.repo_info(repo_id, revision=target).sha
+    except Exception:
+        return f"{target} could not be re-checked (it was at {head_before[:8]} before the push)"
+    if head_now == head_before:
+        return f"{target} was left unchanged at {head_before[:8]}"
+    return f"{target} moved from {head_before[:8]} to {(head_now or '?')[:8]}, so check it on the Hub"
+
+
+def _verify_remote(
+    api: HfApi, repo_id: str, commit: str, files: dict[str, Path], *, where: str, commit_url: str
+) -> None:
+    """Compare the remote tree at `commit` with the local files; raise HubError on any difference."""
+    from huggingface_hub import RepoFile
+
+    try:
+        remote = {
+            f.path: f for f in api.list_repo_tree(repo_id, recursive=True, revision=commit) if isinstance(f, RepoFile)
+        }
+    except Exception as exc:
+        reason = _failure_reason(exc, where)
+        if reason is None:
+            raise
+        raise HubError(
+            f"Commit {commit[:8]} was pushed to {repo_id!r} but its files could not be listed to verify it "
+            f"({reason}); the local folder is kept, check {commit_url}."
+        ) from exc
+    differing = [rel for rel, path in files.items() if not _same_content(path, remote.get(rel))]
+    if differing:
+        shown = ", ".join(differing[:5]) + (f" and {len(differing) - 5} more" if len(differing) > 5 else "")
+        raise HubError(
+            f"Commit {commit[:8]} on {repo_id!r} differs from the local folder in {shown}; "
+            f"the local folder is kept, inspect {commit_url} and push again."
+        )
+
+
+def _same_content(path: Path, remote: object) -> bool:
+    """Whether a remote RepoFile holds exactly the bytes of `path`."""
+    if remote is None:
+        return False
+    size = path.stat().st_size
+    lfs = getattr(remote, "lfs", None)
+    if lfs is not None:
+        return lfs.size == size and lfs.sha256 == _file_digest(path, hashlib.sha256())
+    # git's blob id: sha1 over a "blob <size>\0" header and the bytes
+    return getattr(remote, "blob_id", None) == _file_digest(path, hashlib.sha1(b"blob %d\0" % size))
+
+
+def _file_digest(path: Path, digest: hashlib._Hash) -> str:
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

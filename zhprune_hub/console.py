@@ -1,0 +1,93 @@
+"""Human and machine output for the prune and verify commands (rich tables, progress, --json).
+
+Progress and logs go to stderr so that `--json` leaves stdout as one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from zhprune_hub.errors import PlanError
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+def build_config(model_class: type, values: dict[str, Any]) -> Any:
+    """Validate options into a frozen config; a bad value becomes one sentence naming the field."""
+    try:
+        return model_class(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "value"
+        raise PlanError(f"Invalid --{field.replace('_', '-')}: {first['msg']} (got {first.get('input')!r}).") from None
+
+
+def parameter_table(report: dict[str, Any]) -> Table:
+    params = report["parameters"]
+    table = Table(title=f"Pruned {report['base_model']['reference']} ({report['method']}, {report['layout']} layout)")
+    for column in ("parameters", "before", "after", "removed"):
+        table.add_column(column, justify="right" if column != "parameters" else "left")
+    for key in ("total", "non_embedding"):
+        before, after = params["before"][key], params["after"][key]
+        table.add_row(key.replace("_", "-"), f"{before:,}", f"{after:,}", f"{(before - after) / before:.1%}")
+    return table
+
+
+def run_prune(values: dict[str, Any], *, json_output: bool, quiet: bool) -> dict[str, Any]:
+    from zhprune_hub.pruning import PruneConfig, prune_model
+
+    config = build_config(PruneConfig, values)
+    silent = quiet or json_output
+    log = (lambda message: None) if silent else (lambda message: stderr.print(f"[dim]{message}[/dim]"))
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=silent,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(f"calibration ({config.method})", total=config.num_samples)
+        outcome = prune_model(config, progress=lambda n: progress.advance(task, n), log=log)
+    if json_output:
+        stdout.print_json(json.dumps({"output": str(outcome.output), "report": outcome.report}))
+    elif not quiet:
+        stdout.print(parameter_table(outcome.report))
+        for note in outcome.report["notes"]:
+            stderr.print(f"note: {note}")
+        if outcome.report["removed_blocks"]:
+            stdout.print(f"removed whole blocks: {outcome.report['removed_blocks']}")
+        timings = outcome.report["timings"]
+        memory = outcome.report["memory"]
+        stdout.print(
+            f"wrote {outcome.output} in {timings['total_s']:.1f} s (peak RSS {memory['peak_rss_mb']:.0f} MiB); "
+            f"load it with {'trust_remote_code=True' if outcome.report['layout'] == 'global' else 'stock transformers'}"
+        )
+    return outcome.report
+
+
+def run_verify(directory: Path, *, base: str | None, json_output: bool) -> bool:
+    from zhprune_hub.verify import verify_checkpoint
+
+    result = verify_checkpoint(directory, base=base)
+    if json_output:
+        stdout.print_json(json.dumps(result.to_dict()))
+        return result.ok
+    table = Table(title=f"verify {result.directory}")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for check in result.checks:
+        table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
+    stdout.print(table)
+    return result.ok

@@ -1,0 +1,271 @@
+"""Allocation: turn unit scores into a PruningPlan that removes the requested number of parameters.
+
+`global` ranks every unit of every block by (score × layer prior) / parameter cost and removes
+the cheapest until the target is met, so widths differ per block. `uniform` removes the same
+number of head units and channels from every block (the counts the global ranking would
+choose on average), picking within each block by the same scores.
+
+Layer prior: w_l = (s_l / mean s)^T with s_l = 1 - cos(block input, block output) on the
+calibration set; T = 0 is pure global ranking. Whole-block removal: a block whose s_l lies more
+than tau robust deviations (MAD) below the median of all blocks may be removed whole; tau=None
+means auto (3.0), a large tau disables it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from zhprune_hub.errors import RatioError
+from zhprune_hub.prune.importance import LayerScores
+from zhprune_hub.prune.plan import LayerPlan, PruningPlan
+from zhprune_hub.prune.structure import LayerShape, UnitCosts
+
+AUTO_TAU = 3.0
+HeadUnit = Literal["group", "query"]
+
+
+@dataclass
+class AllocationReport:
+    """How the plan was reached, for the pruning report and the model card."""
+
+    layer_prior: list[float] | None
+    tau: float | None
+    block_z_scores: list[float] | None
+    removed_blocks: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _LayerUnits:
+    """One block's removable units in removal order (least important first)."""
+
+    head_scores: np.ndarray  # per head unit, ascending
+    head_order: list[list[int]]  # for each head unit, the query heads it removes
+    kv_order: list[list[int]]  # for each head unit, the KV heads it removes
+    head_cost: int
+    channel_scores: np.ndarray  # ascending
+    channel_order: np.ndarray
+    channel_cost: int
+
+
+def _layer_units(scores: LayerScores, shape: LayerShape, costs: UnitCosts, head_unit: HeadUnit) -> _LayerUnits:
+    heads = scores.heads.double().numpy()
+    group = shape.group_size
+    if head_unit == "group":
+        by_group = heads.reshape(shape.num_kv_heads, group).sum(axis=1) + scores.kv_heads.double().numpy()
+        order = np.argsort(by_group, kind="stable")[: shape.num_kv_heads - 1]
+        head_scores = by_group[order]
+        head_order = [list(range(j * group, (j + 1) * group)) for j in order]
+        kv_order = [[int(j)] for j in order]
+        head_cost = costs.kv_head + group * costs.q_head
+    else:
+        grouped = heads.reshape(shape.num_kv_heads, group)
+        ranks = np.argsort(grouped, axis=1, kind="stable")
+        head_scores = np.array([grouped[np.arange(shape.num_kv_heads), ranks[:, r]].sum() for r in range(group - 1)])
+        head_order = [[int(j * group + ranks[j, r]) for j in range(shape.num_kv_heads)] for r in range(group - 1)]
+        kv_order = [[] for _ in range(group - 1)]
+        head_cost = shape.num_kv_heads * costs.q_head
+    channels = scores.channels.double().numpy()
+    channel_order = np.argsort(channels, kind="stable")[: shape.intermediate_size - 1]
+    return _LayerUnits(
+        head_scores=head_scores,
+        head_order=head_order,
+        kv_order=kv_order,
+        head_cost=head_cost,
+        channel_scores=channels[channel_order],
+        channel_order=channel_order,
+        channel_cost=costs.channel,
+    )
+
+
+def _layer_plan(
+    index: int, shape: LayerShape, units: _LayerUnits, heads_removed: int, channels_removed: int
+) -> LayerPlan:
+    gone_heads = {h for unit in units.head_order[:heads_removed] for h in unit}
+    gone_kv = {j for unit in units.kv_order[:heads_removed] for j in unit}
+    gone_channels = set(units.channel_order[:channels_removed].tolist())
+    return LayerPlan(
+        index=index,
+        kept_heads=[h for h in range(shape.num_heads) if h not in gone_heads],
+        kept_kv_heads=[j for j in range(shape.num_kv_heads) if j not in gone_kv],
+        kept_channels=[c for c in range(shape.intermediate_size) if c not in gone_channels],
+    )
+
+
+def _removed_layer(index: int) -> LayerPlan:
+    return LayerPlan(index=index, removed=True, kept_heads=[], kept_kv_heads=[], kept_channels=[])
+
+
+def layer_prior(block_importance: list[float] | None, temperature: float) -> list[float] | None:
+    if block_importance is None or temperature == 0:
+        return None
+    values = np.asarray(block_importance, dtype=np.float64)
+    values = np.clip(values, 1e-12, None)
+    return ((values / values.mean()) ** temperature).tolist()
+
+
+def robust_z_below_median(block_importance: list[float]) -> list[float]:
+    values = np.asarray(block_importance, dtype=np.float64)
+    median = np.median(values)
+    spread = 1.4826 * np.median(np.abs(values - median)) or 1e-12
+    return ((median - values) / spread).tolist()
+
+
+def _heads_valid(num_heads: int, num_kv_heads: int, hidden_size: int, must_divide_hidden: bool) -> bool:
+    if num_heads < 1 or num_kv_heads < 1 or num_heads % num_kv_heads:
+        return False
+    return not must_divide_hidden or hidden_size % num_heads == 0
+
+
+def allocate(
+    scores: list[LayerScores],
+    shapes: list[LayerShape],
+    costs: list[UnitCosts],
+    *,
+    target_removed: int,
+    layout: Literal["global", "uniform"],
+    head_unit: HeadUnit,
+    head_dim: int,
+    hidden_size: int,
+    heads_must_divide_hidden: bool,
+    temperature: float = 1.0,
+    tau: float | None = None,
+    block_importance: list[float] | None = None,
+) -> tuple[PruningPlan, AllocationReport]:
+    """Decide what every block keeps.
+
+    Raises:
+        RatioError: the target cannot be met while keeping one head unit and one channel per block.
+    """
+    prior = layer_prior(block_importance, temperature)
+    report = AllocationReport(layer_prior=prior, tau=None, block_z_scores=None)
+    num_layers = len(shapes)
+    removed_blocks: set[int] = set()
+    budget = target_removed
+    if block_importance is not None and target_removed > 0:
+        tau_used = AUTO_TAU if tau is None else tau
+        z_scores = robust_z_below_median(block_importance)
+        report.tau, report.block_z_scores = tau_used, z_scores
+        for index in sorted(range(num_layers), key=lambda i: block_importance[i]):
+            if z_scores[index] > tau_used and costs[index].block <= budget and len(removed_blocks) < num_layers - 1:
+                removed_blocks.add(index)
+                budget -= costs[index].block
+    report.removed_blocks = sorted(removed_blocks)
+
+    units = {
+        i: _layer_units(scores[i], shapes[i], costs[i], head_unit) for i in range(num_layers) if i not in removed_blocks
+    }
+    capacity = sum(len(u.head_order) * u.head_cost + len(u.channel_order) * u.channel_cost for u in units.values())
+    if budget > capacity:
+        total_possible = capacity + (target_removed - budget)
+        raise RatioError(
+            f"Removing {target_removed:,} parameters is not possible: at most {total_possible:,} can go while every "
+            "block keeps one attention unit and one MLP channel and the hidden size stays; lower --ratio."
+        )
+
+    if layout == "global":
+        heads_removed, channels_removed = _global_counts(units, prior, budget)
+    else:
+        heads_removed, channels_removed = _uniform_counts(
+            units, shapes, budget, head_unit, hidden_size, heads_must_divide_hidden, report
+        )
+
+    layers = []
+    planned = sum(costs[i].block for i in removed_blocks)
+    for index in range(num_layers):
+        if index in removed_blocks:
+            layers.append(_removed_layer(index))
+            continue
+        u = units[index]
+        layers.append(_layer_plan(index, shapes[index], u, heads_removed[index], channels_removed[index]))
+        planned += heads_removed[index] * u.head_cost + channels_removed[index] * u.channel_cost
+    plan = PruningPlan(layers=layers, head_dim=head_dim, target_removed=target_removed, planned_removed=planned)
+    return plan, report
+
+
+def _global_counts(
+    units: dict[int, _LayerUnits], prior: list[float] | None, budget: int
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Greedy removal of the lowest (score × prior / cost) units across all blocks."""
+    priority, layer_ids, kinds, ranks, unit_costs = [], [], [], [], []
+    for index, u in units.items():
+        weight = 1.0 if prior is None else prior[index]
+        for kind, values, cost in ((0, u.head_scores, u.head_cost), (1, u.channel_scores, u.channel_cost)):
+            count = len(values)
+            priority.append(values * weight / cost)
+            layer_ids.append(np.full(count, index))
+            kinds.append(np.full(count, kind))
+            ranks.append(np.arange(count))
+            unit_costs.append(np.full(count, cost))
+    heads_removed = dict.fromkeys(units, 0)
+    channels_removed = dict.fromkeys(units, 0)
+    if budget <= 0 or not priority:
+        return heads_removed, channels_removed
+    priority_all = np.concatenate(priority)
+    rank_all = np.concatenate(ranks)
+    # Ties keep each block's own order (rank) so removal never skips a less important unit.
+    order = np.lexsort((rank_all, priority_all))
+    cost_all = np.concatenate(unit_costs)[order]
+    cumulative = np.cumsum(cost_all)
+    take = int(np.searchsorted(cumulative, budget, side="left")) + 1
+    layer_all = np.concatenate(layer_ids)[order[:take]]
+    kind_all = np.concatenate(kinds)[order[:take]]
+    for index, kind in zip(layer_all.tolist(), kind_all.tolist(), strict=True):
+        if kind == 0:
+            heads_removed[index] += 1
+        else:
+            channels_removed[index] += 1
+    return heads_removed, channels_removed
+
+
+def _uniform_counts(
+    units: dict[int, _LayerUnits],
+    shapes: list[LayerShape],
+    budget: int,
+    head_unit: HeadUnit,
+    hidden_size: int,
+    must_divide_hidden: bool,
+    report: AllocationReport,
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Same counts in every block: the head-unit count the global ranking picks on average, channels fill the rest."""
+    indices = list(units)
+    kept_shapes = {(shapes[i].num_heads, shapes[i].num_kv_heads, shapes[i].intermediate_size) for i in indices}
+    if len(kept_shapes) != 1:
+        raise RatioError(
+            "The uniform layout needs a base model whose blocks all have the same widths; use --layout global."
+        )
+    shape = shapes[indices[0]]
+    first = units[indices[0]]
+    if budget <= 0:
+        zeros = dict.fromkeys(indices, 0)
+        return zeros, dict(zeros)
+    global_heads, _ = _global_counts(units, None, budget)
+    preferred = round(sum(global_heads.values()) / len(indices))
+
+    def heads_after(k: int) -> tuple[int, int]:
+        if head_unit == "group":
+            return (shape.num_kv_heads - k) * shape.group_size, shape.num_kv_heads - k
+        return shape.num_kv_heads * (shape.group_size - k), shape.num_kv_heads
+
+    candidates = [
+        k for k in range(len(first.head_order) + 1) if _heads_valid(*heads_after(k), hidden_size, must_divide_hidden)
+    ]
+    for k_heads in sorted(candidates, key=lambda k: (abs(k - preferred), k)):
+        needed = budget - len(indices) * k_heads * first.head_cost
+        k_channels = max(0, math.ceil(needed / (len(indices) * first.channel_cost)))
+        if k_channels <= len(first.channel_order):
+            if k_heads != preferred:
+                report.notes.append(
+                    f"uniform layout removes {k_heads} head unit(s) per block instead of {preferred}: "
+                    "the stock config needs hidden_size divisible by the head count"
+                    if must_divide_hidden
+                    else f"uniform layout removes {k_heads} head unit(s) per block to reach the target"
+                )
+            return dict.fromkeys(indices, k_heads), dict.fromkeys(indices, k_channels)
+    raise RatioError(
+        "The target cannot be met with the same widths in every block; lower --ratio or use --layout global."
+    )

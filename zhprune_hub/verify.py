@@ -1,0 +1,235 @@
+"""Structural and numerical checks of a pruned checkpoint, read from the files on disk.
+
+Shapes are read from the safetensors headers (no weights loaded) and compared with what the
+(per-block) config promises, for every block and every projection: not just block 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from zhprune_hub.errors import ModelSourceError
+from zhprune_hub.prune.families import FamilySpec, family_for
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    directory: str
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"directory": self.directory, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def read_shapes(directory: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape for every safetensors file in the directory (headers only)."""
+    from safetensors import safe_open
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise ModelSourceError(f"{directory} holds no .safetensors files; verify needs a saved checkpoint.")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                shapes[name] = tuple(handle.get_slice(name).get_shape())
+    return shapes
+
+
+def block_widths(config: dict[str, Any]) -> list[dict[str, int]]:
+    """Widths every block should have, from the per-block list (global) or the top-level keys (uniform)."""
+    per_block = config.get("zhprune_layers")
+    if per_block:
+        return [dict(b) for b in per_block]
+    keys = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
+    kv = config.get("num_key_value_heads") or config["num_attention_heads"]
+    uniform = {keys[0]: config["num_attention_heads"], keys[1]: kv, keys[2]: config["intermediate_size"]}
+    return [dict(uniform) for _ in range(config["num_hidden_layers"])]
+
+
+def _expected_bias(spec: FamilySpec, config: dict[str, Any], projection: str) -> bool | None:
+    """Whether the family's code builds this projection with a bias (None: the config does not say)."""
+    if spec.name == "qwen2":
+        # Qwen2Attention hard-codes bias=True on q/k/v and False on o_proj; its MLP has none.
+        return projection in spec.head_projections
+    attention = (*spec.head_projections, spec.o_proj)
+    if projection in attention:
+        return bool(config.get("attention_bias", False))
+    return bool(config.get("mlp_bias", False))
+
+
+def _block_checks(
+    spec: FamilySpec,
+    config: dict[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    base_shapes: dict[str, tuple[int, ...]] | None,
+    base_index: list[int],
+) -> list[Check]:
+    hidden = config["hidden_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    checks: list[Check] = []
+    widths = block_widths(config)
+    prefix = spec.layers_path
+    shape_problems: list[str] = []
+    bias_problems: list[str] = []
+    gqa_problems: list[str] = []
+    for i, width in enumerate(widths):
+        heads, kv, inter = width["num_attention_heads"], width["num_key_value_heads"], width["intermediate_size"]
+        if kv < 1 or heads % kv:
+            gqa_problems.append(f"block {i}: {heads} query heads over {kv} KV heads")
+        attn = f"{prefix}.{i}.{spec.attention}"
+        mlp = f"{prefix}.{i}.{spec.mlp}"
+        expected = {
+            f"{attn}.{spec.q_proj}": (heads * head_dim, hidden),
+            f"{attn}.{spec.k_proj}": (kv * head_dim, hidden),
+            f"{attn}.{spec.v_proj}": (kv * head_dim, hidden),
+            f"{attn}.{spec.o_proj}": (hidden, heads * head_dim),
+            f"{mlp}.{spec.gate_proj}": (inter, hidden),
+            f"{mlp}.{spec.up_proj}": (inter, hidden),
+            f"{mlp}.{spec.down_proj}": (hidden, inter),
+        }
+        for module, shape in expected.items():
+            actual = shapes.get(f"{module}.weight")
+            if actual != shape:
+                shape_problems.append(f"{module}.weight is {actual}, config says {shape}")
+            projection = module.rsplit(".", 1)[1]
+            bias = shapes.get(f"{module}.bias")
+            if base_shapes is not None:
+                base_module = module.replace(f"{prefix}.{i}.", f"{prefix}.{base_index[i]}.", 1)
+                should_have = f"{base_module}.bias" in base_shapes
+            else:
+                should_have = _expected_bias(spec, config, projection)
+            if should_have is not None and (bias is not None) != should_have:
+                state = "missing" if should_have else "unexpected"
+                bias_problems.append(f"{module}.bias is {state}")
+            if bias is not None and actual is not None and bias != (actual[0],):
+                bias_problems.append(f"{module}.bias has {bias}, its weight has {actual[0]} output rows")
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            norm_shape = shapes.get(f"{prefix}.{i}.{norm}.weight")
+            if norm_shape is not None and norm_shape != (hidden,):
+                shape_problems.append(f"{prefix}.{i}.{norm}.weight is {norm_shape}, hidden size is {hidden}")
+    extra_blocks = {
+        name.split(".")[2]
+        for name in shapes
+        if name.startswith(f"{prefix}.") and int(name.split(".")[2]) >= len(widths)
+    }
+    if extra_blocks:
+        shape_problems.append(f"weights for blocks {sorted(extra_blocks)} exceed num_hidden_layers={len(widths)}")
+    checks.append(Check("shapes", not shape_problems, "; ".join(shape_problems[:5]) or f"{len(widths)} blocks match"))
+    checks.append(Check("biases", not bias_problems, "; ".join(bias_problems[:5]) or "present where expected, sized"))
+    checks.append(Check("gqa", not gqa_problems, "; ".join(gqa_problems) or "heads divisible by KV heads everywhere"))
+    return checks
+
+
+def _embedding_check(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], base_config: dict | None) -> Check:
+    vocab, hidden = config["vocab_size"], config["hidden_size"]
+    embed = shapes.get("model.embed_tokens.weight")
+    problems = []
+    if embed != (vocab, hidden):
+        problems.append(f"embed_tokens is {embed}, expected {(vocab, hidden)}")
+    head = shapes.get("lm_head.weight")
+    if head is not None and head != (vocab, hidden):
+        problems.append(f"lm_head is {head}, expected {(vocab, hidden)}")
+    if head is None and not config.get("tie_word_embeddings", False):
+        problems.append("lm_head.weight is missing and embeddings are not tied")
+    if base_config is not None:
+        for key in ("vocab_size", "hidden_size"):
+            if base_config.get(key) != config.get(key):
+                problems.append(f"{key} changed from {base_config.get(key)} to {config.get(key)}")
+    return Check("embeddings", not problems, "; ".join(problems) or f"vocab {vocab}, hidden size {hidden} kept")
+
+
+def _tokenizer_check(directory: Path, base_dir: Path | None) -> Check:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except Exception as exc:
+        return Check("tokenizer", False, f"does not load: {str(exc).splitlines()[0]}")
+    if base_dir is None:
+        return Check("tokenizer", True, f"loads, {len(tokenizer)} tokens")
+    base = AutoTokenizer.from_pretrained(base_dir)
+    probe = "Pruning keeps the tokenizer. 剪枝后分词器不变。"
+    same = base.get_vocab() == tokenizer.get_vocab() and base(probe)["input_ids"] == tokenizer(probe)["input_ids"]
+    return Check("tokenizer", same, "identical to the base" if same else "differs from the base tokenizer")
+
+
+def _reload_check(directory: Path) -> tuple[Check, Any]:
+    import torch
+
+    from zhprune_hub.loading import ModelSource, load_model
+
+    try:
+        model, _ = load_model(ModelSource(reference=str(directory), local_dir=directory), device="cpu")
+    except Exception as exc:
+        return Check("reload", False, f"does not load: {str(exc).splitlines()[0]}"), None
+    ids = torch.arange(1, 17).unsqueeze(0) % model.config.vocab_size
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    finite = bool(torch.isfinite(logits).all())
+    params = sum(p.numel() for p in model.parameters())
+    return Check("reload", finite, "loads; forward pass finite" if finite else "forward pass has NaN/inf"), params
+
+
+def verify_checkpoint(directory: Path, *, base: str | None = None) -> VerifyResult:
+    """Run every check; never raises for a bad checkpoint, it reports it."""
+    from zhprune_hub.pruning import REPORT_NAME
+
+    directory = Path(directory).expanduser().resolve()
+    config_path = directory / "config.json"
+    if not config_path.exists():
+        raise ModelSourceError(f"{directory} has no config.json; pass the directory written by `zhprune-hub prune`.")
+    config = json.loads(config_path.read_text())
+    spec = family_for(config.get("model_type", "?"))
+    shapes = read_shapes(directory)
+    report_path = directory / REPORT_NAME
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    kept = [lp["index"] for lp in report["layers"] if not lp["removed"]] if report else None
+
+    base_shapes = base_config = base_dir = None
+    if base is not None:
+        from zhprune_hub.loading import read_config, resolve_source
+
+        base_dir = resolve_source(base).local_dir
+        base_shapes, base_config = read_shapes(base_dir), read_config(base_dir)
+    base_index = kept if kept is not None else list(range(config["num_hidden_layers"]))
+
+    checks = _block_checks(spec, config, shapes, base_shapes, base_index)
+    checks.append(_embedding_check(config, shapes, base_config))
+    checks.append(_tokenizer_check(directory, base_dir))
+    reload_check, loaded_params = _reload_check(directory)
+    checks.append(reload_check)
+    if report is not None and loaded_params is not None:
+        recorded = report["parameters"]["after"]["total"]
+        checks.append(
+            Check(
+                "report-counts",
+                recorded == loaded_params,
+                f"report says {recorded:,} parameters, files hold {loaded_params:,}",
+            )
+        )
+    if report is not None and base is not None:
+        from zhprune_hub.loading import ModelSource, load_model
+
+        base_model, _ = load_model(ModelSource(reference=base, local_dir=base_dir), device="cpu")
+        base_params = sum(p.numel() for p in base_model.parameters())
+        del base_model
+        recorded = report["parameters"]["before"]["total"]
+        checks.append(
+            Check("base-counts", recorded == base_params, f"report says {recorded:,}, base holds {base_params:,}")
+        )
+    return VerifyResult(directory=str(directory), checks=checks)
