@@ -304,3 +304,144 @@ def evaluate_cmd(
 
 
 # --- card / push / publish --------------------------------------------------------------------
+
+_TOKEN_HELP = (
+    " The Hub token is read only from HF_TOKEN (or the huggingface_hub login file) and is never printed or "
+    "logged; HF_ENDPOINT selects a mirror or another Hub."
+)
+
+
+@app.command("card")
+def card_cmd(
+    directory: Annotated[Path, typer.Argument(help="A pruned checkpoint written by `zhprune-hub prune`.")],
+    base: Annotated[str, typer.Option("--base", help="The base model (Hub id or directory): license, language.")],
+    results: Annotated[Path, typer.Option("--results", help="Results JSON of `evaluate BASE DIR`.")],
+    repo_id: Annotated[
+        str | None, typer.Option("--repo-id", help="OWNER/NAME shown in the card; default: the results' model id.")
+    ] = None,
+) -> None:
+    """Render README.md (model card) and the per-layer picture into DIR, and copy the results beside them."""
+    from zhprune_hub.publish import card_into
+
+    readme, ctx = card_into(directory, base=base, results_path=results, repo_id=repo_id)
+    typer.echo(ctx.metrics_table)
+    typer.echo(f"wrote {readme}")
+
+
+@app.command("push", help="Push DIR to the Hub as one commit (or one pull request), then verify it remotely." + _TOKEN_HELP)
+def push_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder to push: weights, config, code, card, results.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Target repository OWNER/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Target branch (created from main when missing).")
+    ] = None,
+    commit_message: Annotated[str, typer.Option("--commit-message", help="Commit title.")] = "Upload pruned model",
+) -> None:
+    from zhprune_hub.hub import push_folder
+
+    result = push_folder(
+        directory,
+        repo_id,
+        endpoint=None,
+        token=None,
+        private=private,
+        create_pr=create_pr,
+        revision=revision,
+        commit_message=commit_message,
+    )
+    if not result.changed:
+        typer.echo(f"Identical content is already on {result.revision}: no new commit was made.")
+    typer.echo(f"repo:   {result.repo_url}")
+    typer.echo(f"commit: {result.commit_url}")
+    if result.pr_url:
+        typer.echo(f"PR:     {result.pr_url}")
+
+
+#: publish flag -> plan field, for flags whose names differ from the plan's.
+_PUBLISH_RENAMES = {"model": "model", "publish_seq_len": "seq_len", "publish_batch_size": "batch_size"}
+
+
+@app.command(
+    "publish",
+    help="Pull MODEL, prune it, verify, evaluate base and pruned, write the model card and push it all as one "
+    "commit. Every stage's output is kept under --work-dir keyed by a hash of the plan: a rerun resumes at the "
+    "first unfinished stage. --config runs a zhprune.yaml plan with several variants (command-line options "
+    "override its defaults)." + _TOKEN_HELP,
+)
+def publish_cmd(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Hub id, checkpoint directory or GGUF directory.")] = None,
+    repo_id: Annotated[
+        str | None, typer.Option("--repo-id", help="OWNER/NAME, or a template such as {owner}/{model}-pruned-{percent}.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A zhprune.yaml publish plan.")] = None,
+    ratio: Annotated[float, typer.Option(help="Fraction of TOTAL parameters to remove.")] = 0.2,
+    method: Annotated[str, typer.Option(help="taylor, activation, magnitude or random.")] = "taylor",
+    layout: Annotated[str, typer.Option(help="global (trust_remote_code) or uniform (stock config).")] = "global",
+    head_unit: Annotated[str, typer.Option(help="group or query.")] = "group",
+    calibration: Annotated[str, typer.Option(help="Corpus name, alias, mix, file path, or auto.")] = "auto",
+    language: Annotated[str | None, typer.Option(help="zh or en: language of a calibration file.")] = None,
+    data_dir: DataDirOption = None,
+    num_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
+    publish_seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per calibration window.")] = 128,
+    publish_batch_size: Annotated[int, typer.Option("--batch-size", help="Calibration windows per pass.")] = 1,
+    temperature: Annotated[float, typer.Option(help="Layer prior strength; 0 = pure global ranking.")] = 1.0,
+    tau: Annotated[str, typer.Option(help="Whole-block removal threshold; None = auto.")] = "None",
+    seed: Annotated[int, typer.Option(help="Seed for calibration sampling.")] = 0,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    gguf_file: GgufOption = None,
+    model_revision: Annotated[
+        str | None, typer.Option("--model-revision", help="Hub branch, tag or commit of MODEL.")
+    ] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run modeling code shipped with MODEL.")] = False,
+    ppl: Annotated[
+        str | None, typer.Option("--ppl", help="Perplexity corpora, comma-separated, or 'none' [default: by language].")
+    ] = None,
+    tasks: Annotated[
+        str, typer.Option("--tasks", help="Zero-shot tasks, comma-separated, or 'none'.")
+    ] = "boolq,piqa,hellaswag,winogrande,arc_easy",
+    limit: Annotated[int | None, typer.Option("--limit", help="Items per zero-shot task (quick runs).")] = None,
+    ppl_seq_len: Annotated[int, typer.Option("--ppl-seq-len", help="Perplexity window in tokens.")] = 2048,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens.")] = None,
+    eval_batch_size: Annotated[str, typer.Option("--eval-batch-size", help="auto or windows/requests per pass.")] = "auto",
+    private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="Target branch (created from main).")] = None,
+    commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit title.")] = None,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="Where stage outputs are kept.")] = Path(".zhprune/work"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Everything but the push; print the would-be repo.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed variant.")] = False,
+    json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> int:
+    from click.core import ParameterSource
+
+    from zhprune_hub.plan import load_plan, plan_from_flags, resolve_variants
+    from zhprune_hub.publish import RichReporter, print_report, publish
+
+    values = {k: v for k, v in ctx.params.items() if k not in {"ctx", "config", "work_dir", "dry_run", "fail_fast",
+                                                              "json_output", "quiet"}}  # fmt: skip
+    values = {_PUBLISH_RENAMES.get(k, k): v for k, v in values.items()}
+    values["trust_remote_code"] = values["trust_remote_code"] or None
+    if values["eval_batch_size"].isdigit():
+        values["eval_batch_size"] = int(values["eval_batch_size"])
+    if config is None:
+        plan = plan_from_flags({k: v for k, v in values.items() if v is not None})
+        variants = resolve_variants(plan, where="The command line")
+    else:
+        given = {
+            name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        }  # only what was typed overrides the plan
+        overrides = {_PUBLISH_RENAMES.get(k, k): v for k, v in values.items() if k in given or k == "model" and v}
+        plan = load_plan(config)
+        overrides = plan_from_flags({k: v for k, v in overrides.items() if v is not None}).defaults.model_dump(
+            exclude_unset=True
+        )
+        variants = resolve_variants(plan, overrides=overrides, where=str(config))
+    reporter = None if (quiet or json_output) else RichReporter()
+    report = publish(variants, work_dir=work_dir, dry_run=dry_run, fail_fast=fail_fast, reporter=reporter)
+    print_report(report, json_output=json_output, quiet=quiet)
+    return 0 if report.ok else 1

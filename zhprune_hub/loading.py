@@ -115,6 +115,39 @@ def shipped_code_matches(local_dir: Path) -> bool:
     return bool(theirs) and all(ours.get(name) == data for name, data in theirs.items())
 
 
+def trust_for(source: ModelSource, trust_remote_code: bool | None) -> bool:
+    """Whether to run the checkpoint's own code: ours is trusted, anything else needs the user's consent.
+
+    Raises:
+        ModelSourceError: the checkpoint ships foreign code and trust_remote_code was not given.
+    """
+    if source.gguf_file or not needs_remote_code(source.local_dir):
+        return bool(trust_remote_code)
+    if trust_remote_code is None:
+        if not shipped_code_matches(source.local_dir):
+            raise ModelSourceError(
+                f"{source.reference} ships modeling code that differs from zhprune-hub's own; "
+                "review it and pass --trust-remote-code to run it."
+            )
+        return True
+    return trust_remote_code
+
+
+def load_tokenizer(source: ModelSource, *, trust_remote_code: bool | None = None) -> Any:
+    """The checkpoint's tokenizer, never prompting about remote code."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_for(source, trust_remote_code)}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    try:
+        return AutoTokenizer.from_pretrained(source.local_dir, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(
+            f"Could not load the tokenizer of {source.reference}: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
 def load_model(
     source: ModelSource,
     *,
@@ -128,24 +161,17 @@ def load_model(
         ModelSourceError: the checkpoint cannot be loaded, or it ships code that is not ours
             and trust_remote_code was not given.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, device)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    kwargs: dict[str, Any] = {
+        "dtype": pick_dtype(dtype, device),
+        "trust_remote_code": trust_for(source, trust_remote_code),
+    }
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
-    elif needs_remote_code(source.local_dir):
-        if trust_remote_code is None:
-            if not shipped_code_matches(source.local_dir):
-                raise ModelSourceError(
-                    f"{source.reference} ships modeling code that differs from zhprune-hub's own; "
-                    "review it and pass --trust-remote-code to run it."
-                )
-            trust_remote_code = True
-        kwargs["trust_remote_code"] = trust_remote_code
+    tokenizer = load_tokenizer(source, trust_remote_code=kwargs["trust_remote_code"])
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.local_dir, **{k: v for k, v in kwargs.items() if k != "dtype"})
         model = AutoModelForCausalLM.from_pretrained(source.local_dir, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"Could not load {source.reference}: {str(exc).splitlines()[0]}") from exc

@@ -154,15 +154,15 @@ def _embedding_check(config: dict[str, Any], shapes: dict[str, tuple[int, ...]],
 
 
 def _tokenizer_check(directory: Path, base_dir: Path | None) -> Check:
-    from transformers import AutoTokenizer
+    from zhprune_hub.loading import ModelSource, load_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        tokenizer = load_tokenizer(ModelSource(reference=str(directory), local_dir=directory))
     except Exception as exc:
         return Check("tokenizer", False, f"does not load: {str(exc).splitlines()[0]}")
     if base_dir is None:
         return Check("tokenizer", True, f"loads, {len(tokenizer)} tokens")
-    base = AutoTokenizer.from_pretrained(base_dir)
+    base = load_tokenizer(ModelSource(reference=str(base_dir), local_dir=base_dir))
     probe = "Pruning keeps the tokenizer. 剪枝后分词器不变。"
     same = base.get_vocab() == tokenizer.get_vocab() and base(probe)["input_ids"] == tokenizer(probe)["input_ids"]
     return Check("tokenizer", same, "identical to the base" if same else "differs from the base tokenizer")

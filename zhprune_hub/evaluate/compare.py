@@ -37,7 +37,9 @@ def environment() -> Environment:
     )
 
 
-def compare(reference: ModelResults, others: list[ModelResults], *, protocol: Protocol | None = None) -> EvaluationResults:
+def compare(
+    reference: ModelResults, others: list[ModelResults], *, protocol: Protocol | None = None
+) -> EvaluationResults:
     """The results document: `reference` first, then `others`, with every shared metric's delta.
 
     Raises:
@@ -80,10 +82,7 @@ def _value(key: str, value: float, stderr: float | None) -> str:
 
 def format_delta(delta: Delta) -> str:
     """`+2.31 (+16.9%) worse`: the sign is value - reference, the word says whether that is good."""
-    if delta.metric.startswith("ppl/"):
-        absolute = f"{delta.absolute:+.2f}"
-    else:
-        absolute = f"{delta.absolute * 100:+.1f} pt"
+    absolute = f"{delta.absolute:+.2f}" if delta.metric.startswith("ppl/") else f"{delta.absolute * 100:+.1f} pt"
     relative = f" ({delta.relative * 100:+.1f}%)" if delta.relative is not None else ""
     return f"{absolute}{relative} {delta.change}"
 

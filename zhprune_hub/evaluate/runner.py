@@ -104,9 +104,17 @@ def _progress(quiet: bool) -> Any:
 
 
 def _perplexities(
-    model: Any, tokenizer: Any, names: list[str], *, data_dir: Path | None, seq_len: int,
-    max_tokens: int | None, batch_size: int | str, quiet: bool, model_id: str,
-) -> list[PerplexityResult]:  # fmt: skip
+    model: Any,
+    tokenizer: Any,
+    names: list[str],
+    *,
+    data_dir: Path | None,
+    seq_len: int,
+    max_tokens: int | None,
+    batch_size: int | str,
+    quiet: bool,
+    model_id: str,
+) -> list[PerplexityResult]:
     results = []
     progress = _progress(quiet)
     with progress if progress is not None else _null():
@@ -124,9 +132,14 @@ def _perplexities(
                     progress.advance(bar["id"], done)
 
             out = ppl_mod.perplexity(
-                model, ids, seq_len=seq_len, max_tokens=max_tokens, batch_size=batch_size,
-                on_start=start, on_batch=advance,
-            )  # fmt: skip
+                model,
+                ids,
+                seq_len=seq_len,
+                max_tokens=max_tokens,
+                batch_size=batch_size,
+                on_start=start,
+                on_batch=advance,
+            )
             results.append(
                 PerplexityResult(
                     dataset=name,
@@ -191,6 +204,7 @@ def evaluate_model(
     device: str | None = None,
     revision: str | None = None,
     commit: str | None = None,
+    task_source: str | None = None,
     quiet: bool = True,
     notify: Notify | None = None,
 ) -> ModelResults:
@@ -204,6 +218,7 @@ def evaluate_model(
         batch_size: "auto" or windows/requests per forward.
         data_dir: local data directory; given (or found via $ZHPRUNE_DATA_DIR) means offline tasks.
         device: move the model there first when given (None or "auto" leaves it where it is).
+        task_source: "hub" or "local"; None chooses (local when a data directory is known).
 
     Raises:
         EvaluationError: bad names, missing data, no Hub and no data directory.
@@ -223,25 +238,39 @@ def evaluate_model(
 
     started = time.perf_counter()
     ppl_results = _perplexities(
-        model, tokenizer, names, data_dir=data_path, seq_len=seq_len, max_tokens=max_tokens,
-        batch_size=batch_size, quiet=quiet, model_id=model_id,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        names,
+        data_dir=data_path,
+        seq_len=seq_len,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        quiet=quiet,
+        model_id=model_id,
+    )
     ppl_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
     zs_results: list[ZeroShotResult] = []
     if task_names:
-        source = zeroshot.choose_task_source(data_path)
+        source = task_source or zeroshot.choose_task_source(data_path)
         lm = zeroshot.make_lm(model, tokenizer, batch_size=batch_size, quiet=quiet)
         for task in task_names:
             notify(f"zero-shot {task} · {model_id} ({source} task, limit {limit})")
             out = zeroshot.run_task(lm, task, source=source, data_dir=data_path, limit=limit, quiet=quiet)
             zs_results.append(
                 ZeroShotResult(
-                    task=out.task, acc=out.acc, acc_stderr=out.acc_stderr, acc_norm=out.acc_norm,
-                    acc_norm_stderr=out.acc_norm_stderr, samples=out.samples, samples_total=out.samples_total,
-                    source=source, data_source=out.data_source, seconds=out.seconds,
-                )  # fmt: skip
+                    task=out.task,
+                    acc=out.acc,
+                    acc_stderr=out.acc_stderr,
+                    acc_norm=out.acc_norm,
+                    acc_norm_stderr=out.acc_norm_stderr,
+                    samples=out.samples,
+                    samples_total=out.samples_total,
+                    source=source,
+                    data_source=out.data_source,
+                    seconds=out.seconds,
+                )
             )
     zs_seconds = time.perf_counter() - started
 
@@ -259,9 +288,7 @@ def evaluate_model(
         perplexity=ppl_results,
         zeroshot=zs_results,
         zeroshot_mean=_mean(zs_results),
-        timings=Timings(
-            perplexity_s=ppl_seconds, zeroshot_s=zs_seconds, total_s=time.perf_counter() - total_started
-        ),
+        timings=Timings(perplexity_s=ppl_seconds, zeroshot_s=zs_seconds, total_s=time.perf_counter() - total_started),
     )
 
 
@@ -295,6 +322,15 @@ def evaluate_models(
     if not models:
         raise EvaluationError("No model was given; pass at least one Hub id or checkpoint directory.")
     notify = notify or (_stderr if not quiet else (lambda _m: None))
+    # Fail before loading anything when the zero-shot data cannot be reached.
+    data_path = _data_dir(data_dir)
+    if tasks is not None:
+        zeroshot.validate_tasks(tasks)
+    task_source = zeroshot.choose_task_source(data_path) if tasks != [] else None
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     results: list[ModelResults] = []
     for reference in models:
         source = resolve_source(reference)
@@ -310,28 +346,54 @@ def evaluate_models(
         if ppl is None:
             ppl = default_ppl_names(model_language(tokenizer))
         result = evaluate_model(
-            model, tokenizer, model_id=reference, ppl=ppl, tasks=tasks, limit=limit, seq_len=seq_len,
-            max_tokens=max_tokens, batch_size=batch_size, data_dir=data_dir, revision=source.revision,
-            commit=source.commit, quiet=quiet, notify=notify,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            model_id=reference,
+            ppl=ppl,
+            tasks=tasks,
+            limit=limit,
+            seq_len=seq_len,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            data_dir=data_path,
+            revision=source.revision,
+            commit=source.commit,
+            task_source=task_source,
+            quiet=quiet,
+            notify=notify,
+        )
         timings = result.timings.model_copy(update={"load_s": load_s, "total_s": result.timings.total_s + load_s})
-        results.append(result.model_copy(update={"timings": timings, "trust_remote_code": remote or result.trust_remote_code}))
+        results.append(
+            result.model_copy(update={"timings": timings, "trust_remote_code": remote or result.trust_remote_code})
+        )
         del model, tokenizer
         gc.collect()
         _empty_cache()
     first = results[0]
-    task_source = first.zeroshot[0].source if first.zeroshot else None
     protocol = build_protocol(
-        first, ppl=[p.dataset for p in first.perplexity], tasks=[z.task for z in first.zeroshot],
-        limit=limit, seq_len=seq_len, max_tokens=max_tokens, batch_size=batch_size, task_source=task_source,
-    )  # fmt: skip
+        first,
+        ppl=[p.dataset for p in first.perplexity],
+        tasks=[z.task for z in first.zeroshot],
+        limit=limit,
+        seq_len=seq_len,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        task_source=task_source,
+    )
     return compare(first, results[1:], protocol=protocol)
 
 
 def build_protocol(
-    reference: ModelResults, *, ppl: list[str], tasks: list[str], limit: int | None, seq_len: int,
-    max_tokens: int | None, batch_size: int | str, task_source: str | None,
-) -> Protocol:  # fmt: skip
+    reference: ModelResults,
+    *,
+    ppl: list[str],
+    tasks: list[str],
+    limit: int | None,
+    seq_len: int,
+    max_tokens: int | None,
+    batch_size: int | str,
+    task_source: str | None,
+) -> Protocol:
     """The protocol block of a results file, from the arguments an evaluation ran with."""
     zs = None
     if tasks and task_source is not None:

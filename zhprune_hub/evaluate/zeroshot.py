@@ -24,7 +24,7 @@ from typing import Any
 from zhprune_hub.errors import EvaluationError
 
 STANDARD_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy")
-CPU_BATCH_SIZE = 16
+CPU_BATCH_SIZE = 4  # measured: larger CPU batches spend their time paging in padded logits
 
 _ACC = {"metric": "acc", "aggregation": "mean", "higher_is_better": True}
 _ACC_NORM = {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}
@@ -95,7 +95,13 @@ LOCAL_TASKS: dict[str, LocalTask] = {
         LocalTask("piqa", "piqa.jsonl", _read_jsonl, _piqa_text, "choices", "gold", (_ACC, _ACC_NORM)),
         LocalTask("arc_easy", "arc_easy.jsonl", _read_jsonl, _arc_text, "choices", "gold", (_ACC, _ACC_NORM)),
         LocalTask(
-            "hellaswag", "hellaswag_val_full.txt.bz2", _read_hellaswag, "{{query}}", "choices", "gold", (_ACC, _ACC_NORM)
+            "hellaswag",
+            "hellaswag_val_full.txt.bz2",
+            _read_hellaswag,
+            "{{query}}",
+            "choices",
+            "gold",
+            (_ACC, _ACC_NORM),
         ),
         # lm-eval's partial scoring: doc_to_text is the gold index, the choices are the contexts,
         # and the shared continuation is the target scored after each of them.
@@ -153,7 +159,9 @@ def validate_tasks(tasks: list[str]) -> list[str]:
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """False when offline mode is set or the Hub endpoint does not answer quickly."""
-    if any(os.environ.get(k, "").lower() in {"1", "true", "yes", "on"} for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    if any(
+        os.environ.get(k, "").lower() in {"1", "true", "yes", "on"} for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    ):
         return False
     import httpx
     from huggingface_hub import constants
@@ -230,7 +238,8 @@ def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: i
 
     _quiet_lm_eval()
     if source == "local":
-        assert data_dir is not None
+        if data_dir is None:
+            raise EvaluationError(f"Local zero-shot task {task!r} needs a data directory; pass --data-dir DIR.")
         spec = local_task_config(task, data_dir)
         manager = TaskManager(include_defaults=False)
         data_source = spec["metadata"]["source"]

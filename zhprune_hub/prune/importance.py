@@ -228,14 +228,17 @@ def compute_importance(
         previous = {id(p): p.requires_grad for p in model.parameters()}
         for p in model.parameters():
             p.requires_grad_(id(p) in prunable_ids)
-        accumulators = {id(p): torch.zeros_like(p, dtype=torch.float32) for p in prunable}
+        # float32 gradients accumulate in .grad itself; lower precisions get a float32 buffer.
+        accumulators = {id(p): torch.zeros_like(p, dtype=torch.float32) for p in prunable if p.dtype != torch.float32}
+        for p in prunable:
+            p.grad = None
         try:
             for batch in _batches(input_ids, batch_size):
                 batch = batch.to(device)
                 loss = model(input_ids=batch, labels=batch, use_cache=False).loss
                 loss.backward()
                 for p in prunable:
-                    if p.grad is not None:
+                    if id(p) in accumulators and p.grad is not None:
                         accumulators[id(p)] += p.grad.float()
                         p.grad = None
                 windows += batch.shape[0]
@@ -245,10 +248,16 @@ def compute_importance(
         finally:
             for p in model.parameters():
                 p.requires_grad_(previous[id(p)])
-        scores = [
-            _weighted_scores(layer, spec, head_dim, lambda p: (p.detach().float() * accumulators[id(p)]).abs())
-            for layer in layers
-        ]
+
+        def saliency(p: nn.Parameter) -> torch.Tensor:
+            gradient = accumulators.get(id(p), p.grad)
+            if gradient is None:
+                return torch.zeros_like(p, dtype=torch.float32)
+            return (p.detach().float() * gradient.float()).abs()
+
+        scores = [_weighted_scores(layer, spec, head_dim, saliency) for layer in layers]
+        for p in prunable:
+            p.grad = None
         del accumulators
     else:
         norms = _InputNorms(layers, spec)

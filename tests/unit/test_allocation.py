@@ -1,0 +1,107 @@
+"""Allocation arithmetic on synthetic scores: targets, order, uniform widths, block removal."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zhprune_hub.errors import RatioError
+from zhprune_hub.prune.allocation import allocate, layer_prior, robust_z_below_median
+from zhprune_hub.prune.importance import LayerScores
+from zhprune_hub.prune.structure import LayerShape, UnitCosts
+
+SHAPE = LayerShape(num_heads=9, num_kv_heads=3, intermediate_size=64)
+COSTS = UnitCosts(
+    q_head=2 * 16 * 48, kv_head=2 * 16 * 48, channel=3 * 48, block=9 * 2 * 16 * 48 + 6 * 16 * 48 + 64 * 144
+)
+
+
+def scores(layers: int, seed: int = 0) -> list[LayerScores]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        LayerScores(
+            heads=torch.rand(9, generator=generator) * 1e3,
+            kv_heads=torch.rand(3, generator=generator) * 1e3,
+            channels=torch.rand(64, generator=generator) * 50,
+        )
+        for _ in range(layers)
+    ]
+
+
+def run(layers: int = 6, **options):
+    defaults = dict(
+        target_removed=20_000,
+        layout="global",
+        head_unit="group",
+        head_dim=16,
+        hidden_size=48,
+        heads_must_divide_hidden=False,
+    )
+    defaults.update(options)
+    return allocate(scores(layers), [SHAPE] * layers, [COSTS] * layers, **defaults)
+
+
+def test_global_meets_the_target_with_less_than_one_unit_to_spare():
+    plan, _ = run(target_removed=20_000)
+    assert 20_000 <= plan.planned_removed < 20_000 + COSTS.kv_head + 3 * COSTS.q_head
+
+
+def test_global_removes_the_lowest_scored_channels_first():
+    layer_scores = scores(6)
+    plan, _ = allocate(
+        layer_scores,
+        [SHAPE] * 6,
+        [COSTS] * 6,
+        target_removed=3_000,
+        layout="global",
+        head_unit="group",
+        head_dim=16,
+        hidden_size=48,
+        heads_must_divide_hidden=False,
+    )
+    for layer, layer_score in zip(plan.layers, layer_scores, strict=True):
+        removed = sorted(set(range(64)) - set(layer.kept_channels))
+        kept_min = min(layer_score.channels[layer.kept_channels])
+        assert all(layer_score.channels[c] <= kept_min for c in removed)
+
+
+def test_uniform_gives_every_block_the_same_widths():
+    plan, _ = run(layout="uniform", target_removed=40_000)
+    widths = {(lp.num_heads, lp.num_kv_heads, lp.intermediate_size) for lp in plan.layers}
+    assert len(widths) == 1 and plan.planned_removed >= 40_000
+
+
+def test_uniform_respects_llama_head_divisibility():
+    plan, _ = run(
+        layout="uniform", head_unit="query", target_removed=60_000, hidden_size=48, heads_must_divide_hidden=True
+    )
+    heads = plan.layers[0].num_heads
+    assert 48 % heads == 0 and heads % 3 == 0
+
+
+def test_query_unit_keeps_every_kv_head_and_equal_groups():
+    plan, _ = run(head_unit="query", target_removed=50_000)
+    for layer in plan.layers:
+        assert layer.kept_kv_heads == [0, 1, 2]
+        per_group = [sum(1 for h in layer.kept_heads if h // 3 == g) for g in range(3)]
+        assert len(set(per_group)) == 1 and per_group[0] >= 1
+
+
+def test_tau_removes_an_outlier_block_and_a_large_tau_disables_it():
+    importance = [0.30, 0.28, 0.31, 0.005, 0.29, 0.33]
+    plan, report = run(target_removed=30_000, block_importance=importance, tau=None)
+    assert plan.removed_blocks == [3] and report.tau == 3.0
+    plan, _ = run(target_removed=30_000, block_importance=importance, tau=1e9)
+    assert plan.removed_blocks == []
+
+
+def test_temperature_zero_is_pure_global_ranking():
+    assert layer_prior([0.1, 0.2, 0.3], 0.0) is None
+    prior = layer_prior([0.1, 0.2, 0.3], 1.0)
+    assert prior == pytest.approx([0.5, 1.0, 1.5])
+    assert robust_z_below_median([1.0, 1.0, 1.0, 0.0])[3] > 3
+
+
+def test_unreachable_target_names_the_maximum():
+    with pytest.raises(RatioError, match="at most"):
+        run(target_removed=10**9)
