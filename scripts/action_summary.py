@@ -163,7 +163,9 @@ def log_lines(doc: dict[str, Any] | None, *, exit_code: int) -> list[str]:
         else:
             where = v.get("pr_url") or v.get("commit_url") or v.get("repo_url") or ""
             delta = "" if v.get("ppl_delta") is None else f", perplexity {_format_delta(v['ppl_delta'])}"
-            lines.append(_escape_data(f"variant {name} ({repo}): {v.get('status')}{delta} {where}".rstrip()))
+            # A plain line (starts with "variant", so never a workflow command): only newlines need care.
+            line = f"variant {name} ({repo}): {v.get('status')}{delta} {where}".rstrip()
+            lines.append(line.replace("\r", " ").replace("\n", " "))
     if exit_code and not any(v.get("status") == "failed" for v in doc["variants"]):
         lines.append(f"::error title=zhprune-hub publish::zhprune-hub publish exited with status {exit_code}")
     return lines

@@ -260,7 +260,9 @@ def _limitations(report: dict[str, Any], results: EvaluationResults, trust_remot
         )
     options = report.get("options", {})
     if options.get("gguf_file"):
-        out.append("The base weights were read from a quantized GGUF file, so both models inherit its quantization loss.")
+        out.append(
+            "The base weights were read from a quantized GGUF file, so both models inherit its quantization loss."
+        )
     return out
 
 

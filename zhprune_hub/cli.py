@@ -328,7 +328,9 @@ def card_cmd(
     typer.echo(f"wrote {readme}")
 
 
-@app.command("push", help="Push DIR to the Hub as one commit (or one pull request), then verify it remotely." + _TOKEN_HELP)
+@app.command(
+    "push", help="Push DIR to the Hub as one commit (or one pull request), then verify it remotely." + _TOKEN_HELP
+)
 def push_cmd(
     directory: Annotated[Path, typer.Argument(help="Folder to push: weights, config, code, card, results.")],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Target repository OWNER/NAME (created if missing).")],
@@ -374,7 +376,8 @@ def publish_cmd(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(help="Hub id, checkpoint directory or GGUF directory.")] = None,
     repo_id: Annotated[
-        str | None, typer.Option("--repo-id", help="OWNER/NAME, or a template such as {owner}/{model}-pruned-{percent}.")
+        str | None,
+        typer.Option("--repo-id", help="OWNER/NAME, or a template such as {owner}/{model}-pruned-{percent}."),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A zhprune.yaml publish plan.")] = None,
     ratio: Annotated[float, typer.Option(help="Fraction of TOTAL parameters to remove.")] = 0.2,
@@ -405,14 +408,20 @@ def publish_cmd(
     ] = "boolq,piqa,hellaswag,winogrande,arc_easy",
     limit: Annotated[int | None, typer.Option("--limit", help="Items per zero-shot task (quick runs).")] = None,
     ppl_seq_len: Annotated[int, typer.Option("--ppl-seq-len", help="Perplexity window in tokens.")] = 2048,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens.")] = None,
-    eval_batch_size: Annotated[str, typer.Option("--eval-batch-size", help="auto or windows/requests per pass.")] = "auto",
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens.")
+    ] = None,
+    eval_batch_size: Annotated[
+        str, typer.Option("--eval-batch-size", help="auto or windows/requests per pass.")
+    ] = "auto",
     private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
     revision: Annotated[str | None, typer.Option("--revision", help="Target branch (created from main).")] = None,
     commit_message: Annotated[str | None, typer.Option("--commit-message", help="Commit title.")] = None,
     work_dir: Annotated[Path, typer.Option("--work-dir", help="Where stage outputs are kept.")] = Path(".zhprune/work"),
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Everything but the push; print the would-be repo.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Everything but the push; print the would-be repo.")
+    ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed variant.")] = False,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
@@ -422,9 +431,10 @@ def publish_cmd(
     from zhprune_hub.plan import load_plan, plan_from_flags, resolve_variants
     from zhprune_hub.publish import RichReporter, print_report, publish
 
-    values = {k: v for k, v in ctx.params.items() if k not in {"ctx", "config", "work_dir", "dry_run", "fail_fast",
-                                                              "json_output", "quiet"}}  # fmt: skip
-    values = {_PUBLISH_RENAMES.get(k, k): v for k, v in values.items()}
+    skip = {"config", "work_dir", "dry_run", "fail_fast", "json_output", "quiet"}
+    typed = {k for k in ctx.params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    values = {_PUBLISH_RENAMES.get(k, k): v for k, v in ctx.params.items() if k not in skip}
+    given = {_PUBLISH_RENAMES.get(k, k) for k in typed} | ({"model"} if model else set())
     values["trust_remote_code"] = values["trust_remote_code"] or None
     if values["eval_batch_size"].isdigit():
         values["eval_batch_size"] = int(values["eval_batch_size"])
@@ -432,15 +442,10 @@ def publish_cmd(
         plan = plan_from_flags({k: v for k, v in values.items() if v is not None})
         variants = resolve_variants(plan, where="The command line")
     else:
-        given = {
-            name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
-        }  # only what was typed overrides the plan
-        overrides = {_PUBLISH_RENAMES.get(k, k): v for k, v in values.items() if k in given or k == "model" and v}
-        plan = load_plan(config)
-        overrides = plan_from_flags({k: v for k, v in overrides.items() if v is not None}).defaults.model_dump(
-            exclude_unset=True
-        )
-        variants = resolve_variants(plan, overrides=overrides, where=str(config))
+        # Only what was typed overrides the plan; typer's defaults must not mask its values.
+        typed_values = {k: v for k, v in values.items() if k in given and v is not None}
+        overrides = plan_from_flags(typed_values).defaults.model_dump(exclude_unset=True)
+        variants = resolve_variants(load_plan(config), overrides=overrides, where=str(config))
     reporter = None if (quiet or json_output) else RichReporter()
     report = publish(variants, work_dir=work_dir, dry_run=dry_run, fail_fast=fail_fast, reporter=reporter)
     print_report(report, json_output=json_output, quiet=quiet)

@@ -37,14 +37,20 @@ def kept_per_layer(report: dict[str, Any], base_config: dict[str, Any] | None = 
     rows = []
     for layer in report["layers"]:
         removed = bool(layer.get("removed"))
+        # Reports record each block's base widths; older ones fall back to the config's.
+        base = layer.get("base") or {
+            "num_heads": widths["heads"],
+            "num_kv_heads": widths["kv_heads"],
+            "intermediate_size": widths["channels"],
+        }
         rows.append(
             {
                 "index": layer["index"],
-                "heads": widths["heads"],
+                "heads": base["num_heads"],
                 "kept_heads": 0 if removed else len(layer["kept_heads"]),
-                "kv_heads": widths["kv_heads"],
+                "kv_heads": base["num_kv_heads"],
                 "kept_kv_heads": 0 if removed else len(layer["kept_kv_heads"]),
-                "channels": widths["channels"],
+                "channels": base["intermediate_size"],
                 "kept_channels": 0 if removed else len(layer["kept_channels"]),
             }
         )

@@ -32,6 +32,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._
 
 _Frozen = ConfigDict(frozen=True, extra="forbid")
 
+
 def _tau_none(value: Any) -> Any:
     """`--tau None` (or auto) on the command line or in YAML means the adaptive threshold."""
     if isinstance(value, str) and value.strip().lower() in {"none", "auto", ""}:
@@ -93,6 +94,7 @@ _SETTINGS_FIELDS: dict[str, Any] = {
 }
 for _model in (PruneSettings, EvalSettings, PushSettings):
     _SETTINGS_FIELDS.update({name: (f.annotation, f) for name, f in _model.model_fields.items()})
+
 
 def _comma_list(value: Any) -> Any:
     """`a,b` -> [a, b] and `none` -> [] for list options given as one string (command line, YAML)."""
@@ -368,7 +370,9 @@ def render_repo_id(
             f"use {', '.join('{' + k + '}' for k in REPO_TEMPLATE_KEYS)}."
         ) from None
     except (ValueError, IndexError):
-        raise PlanError(f"{label}.repo_id {template!r} is not a valid template; write placeholders as {{name}}.") from None
+        raise PlanError(
+            f"{label}.repo_id {template!r} is not a valid template; write placeholders as {{name}}."
+        ) from None
     if "{owner}" in template and not owner:
         raise PlanError(f"{label}.repo_id {template!r} uses {{owner}} but the plan sets no `owner`; add `owner: NAME`.")
     if not _REPO_ID.match(repo_id):

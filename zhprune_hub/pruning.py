@@ -202,9 +202,10 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
 
     head_dim = head_dim_of(model)
     layers = decoder_layers(model, spec)
+    base_shapes = layer_shapes(model, spec)
     plan, allocation = allocate(
         importance.layers,
-        layer_shapes(model, spec),
+        base_shapes,
         [unit_costs(layer, spec, head_dim) for layer in layers],
         target_removed=target,
         layout=config.layout,
@@ -243,6 +244,7 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
             after=after,
             target=target,
             plan=plan,
+            base_shapes=base_shapes,
             allocation=allocation,
             importance=importance,
             calibration=calibration,
@@ -262,6 +264,7 @@ def build_report(
     after: dict[str, int],
     target: int,
     plan: Any,
+    base_shapes: list[Any],
     allocation: Any,
     importance: Any,
     calibration: Any,
@@ -303,8 +306,13 @@ def build_report(
                 "kept_heads": lp.kept_heads,
                 "kept_kv_heads": lp.kept_kv_heads,
                 "kept_channels": lp.kept_channels,
+                "base": {
+                    "num_heads": shape.num_heads,
+                    "num_kv_heads": shape.num_kv_heads,
+                    "intermediate_size": shape.intermediate_size,
+                },
             }
-            for lp in plan.layers
+            for lp, shape in zip(plan.layers, base_shapes, strict=True)
         ],
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "memory": {k: round(v, 1) for k, v in peak_memory_mb().items()},

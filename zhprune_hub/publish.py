@@ -86,7 +86,9 @@ class RichReporter(Reporter):
             self.console.print(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage} [cyan]done earlier[/cyan] (resumed)")
         else:
             extra = f" — {detail}" if detail else ""
-            self.console.print(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage} [green]ok[/green] {seconds:.1f} s{extra}")
+            self.console.print(
+                f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage} [green]ok[/green] {seconds:.1f} s{extra}"
+            )
 
     def stage_failed(self, variant: Variant, stage: str, message: str) -> None:
         self._stop_progress()
@@ -655,7 +657,9 @@ def print_report(report: PublishReport, *, json_output: bool, quiet: bool) -> No
         if v.status == "dry-run":
             console.print(f"{v.name}: the would-be repository lies in {v.repo_dir}")
         elif v.status in {"published", "unchanged"}:
-            console.print(f"{v.name}: repo {v.repo_url}, commit {v.commit_url}" + (f", PR {v.pr_url}" if v.pr_url else ""))
+            console.print(
+                f"{v.name}: repo {v.repo_url}, commit {v.commit_url}" + (f", PR {v.pr_url}" if v.pr_url else "")
+            )
 
 
 # --- the `card` and `push` sub-commands ------------------------------------------------------------------
@@ -666,7 +670,12 @@ def prune_command(report: dict[str, Any], directory: Path) -> str:
     import shlex
 
     options = report.get("options", {})
-    parts = ["zhprune-hub prune", shlex.quote(report["base_model"]["reference"]), "--output", shlex.quote(str(directory))]
+    parts = [
+        "zhprune-hub prune",
+        shlex.quote(report["base_model"]["reference"]),
+        "--output",
+        shlex.quote(str(directory)),
+    ]
     for key in ("ratio", "method", "layout", "head_unit", "calibration", "language", "num_samples", "seq_len",
                 "temperature", "tau", "seed", "gguf_file", "revision"):  # fmt: skip
         value = options.get(key)

@@ -256,3 +256,20 @@ def test_cli_bad_input_is_one_sentence(tiny_dirs, tmp_path):
     payload = json.loads(ok.stdout)
     assert payload["report"]["family"] == "qwen3"
     shutil.rmtree(tmp_path / "z")
+
+
+def test_global_layout_generates_with_kv_cache(tiny_dirs, tmp_path):
+    """Per-block KV head counts must work with the KV cache: cached greedy decoding equals full forwards."""
+    out = tmp_path / "out"
+    run_prune(tiny_dirs["llama"], out, ratio=0.1, method="random", layout="global", head_unit="group")
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    kv_heads = {layer.self_attn.k_proj.out_features for layer in model.model.layers}
+    assert len(kv_heads) > 1, "the plan should leave blocks with different KV widths"
+    prompt = IDS[:, :5]
+    with torch.no_grad():
+        cached = model.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=True)
+        sequence = prompt
+        for _ in range(6):
+            next_id = model(input_ids=sequence, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            sequence = torch.cat([sequence, next_id], dim=1)
+    assert torch.equal(cached, sequence)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Quick start: install (CPU torch pinned), fetch the real SmolLM2-135M, and run the whole publish
+# pipeline on it offline without pushing (prune, verify, evaluate base and pruned, render the card).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+python -m pip install --quiet -c constraints.txt -e ".[test]"
+python scripts/fetch_test_models.py --only smollm2
+
+models="${ZHPRUNE_MODELS_DIR:-$HOME/.cache/zhprune-hub/models}"
+export ZHPRUNE_DATA_DIR="${ZHPRUNE_DATA_DIR:-$(cd .. && pwd)/shared/data}"
+
+zhprune-hub publish "$models/smollm2-135m" \
+    --repo-id "${ZHPRUNE_QUICKSTART_REPO:-your-name/SmolLM2-135M-pruned-0.2}" \
+    --dry-run \
+    --ratio 0.2 --method taylor --layout global \
+    --calibration auto --num-samples 32 --seq-len 128 \
+    --ppl wikitext2,ptb --ppl-seq-len 512 --max-tokens 8192 \
+    --tasks piqa,arc_easy --limit 100 \
+    --work-dir .zhprune/quickstart
