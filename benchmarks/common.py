@@ -261,7 +261,7 @@ def prune_whole_blocks(
     from zhprune_hub.prune.plan import LayerPlan, PruningPlan
     from zhprune_hub.prune.structure import count_parameters, decoder_layers, head_dim_of, layer_shapes
     from zhprune_hub.prune.surgery import apply_plan
-    from zhprune_hub.pruning import card_languages, peak_memory_mb
+    from zhprune_hub.pruning import card_languages, parameter_summary, peak_memory_mb
 
     quiet_transformers()
     started = time.perf_counter()
@@ -335,13 +335,7 @@ def prune_whole_blocks(
         "layout": layout,
         "ratio": ratio,
         "seed": seed,
-        "parameters": {
-            "before": before,
-            "after": after,
-            "removed": {k: before[k] - after[k] for k in before},
-            "removed_fraction_of_total": (before["total"] - after["total"]) / before["total"],
-            "target_removed": target,
-        },
+        "parameters": parameter_summary(before, after, target),
         "calibration": windows.report(),
         "removed_blocks": sorted(removed),
         "block_importance": scores,

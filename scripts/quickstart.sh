@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -m pip install --quiet -c constraints.txt -e ".[test]"
-python scripts/fetch_test_models.py --only smollm2
+python scripts/fetch_test_models.py   # both real test models (the tests use them too)
 
 models="${ZHPRUNE_MODELS_DIR:-$HOME/.cache/zhprune-hub/models}"
 export ZHPRUNE_DATA_DIR="${ZHPRUNE_DATA_DIR:-$(cd .. && pwd)/shared/data}"

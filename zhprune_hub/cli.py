@@ -429,7 +429,8 @@ def publish_cmd(
     from click.core import ParameterSource
 
     from zhprune_hub.plan import load_plan, plan_from_flags, resolve_variants
-    from zhprune_hub.publish import RichReporter, print_report, publish
+    from zhprune_hub.publish import publish
+    from zhprune_hub.publish_output import RichReporter, print_report
 
     skip = {"config", "work_dir", "dry_run", "fail_fast", "json_output", "quiet"}
     typed = {k for k in ctx.params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
@@ -446,7 +447,8 @@ def publish_cmd(
         typed_values = {k: v for k, v in values.items() if k in given and v is not None}
         overrides = plan_from_flags(typed_values).defaults.model_dump(exclude_unset=True)
         variants = resolve_variants(load_plan(config), overrides=overrides, where=str(config))
-    reporter = None if (quiet or json_output) else RichReporter()
+    # Stage lines go to stderr, so they stay visible (e.g. in an Actions log) beside --json on stdout.
+    reporter = None if quiet else RichReporter()
     report = publish(variants, work_dir=work_dir, dry_run=dry_run, fail_fast=fail_fast, reporter=reporter)
     print_report(report, json_output=json_output, quiet=quiet)
     return 0 if report.ok else 1

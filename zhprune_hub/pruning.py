@@ -254,6 +254,17 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
     return PruneOutcome(output=config.output.expanduser().resolve(), report=report)
 
 
+def parameter_summary(before: dict[str, int], after: dict[str, int], target: int) -> dict[str, Any]:
+    """Counts before/after (total and non-embedding), what went, and what the ratio asked for."""
+    return {
+        "before": before,
+        "after": after,
+        "removed": {k: before[k] - after[k] for k in before},
+        "removed_fraction_of_total": (before["total"] - after["total"]) / before["total"],
+        "target_removed": target,
+    }
+
+
 def build_report(
     config: PruneConfig,
     *,
@@ -284,13 +295,7 @@ def build_report(
         "seed": config.seed,
         "temperature": config.temperature,
         "tau": allocation.tau,
-        "parameters": {
-            "before": before,
-            "after": after,
-            "removed": {k: before[k] - after[k] for k in before},
-            "removed_fraction_of_total": (before["total"] - after["total"]) / before["total"],
-            "target_removed": target,
-        },
+        "parameters": parameter_summary(before, after, target),
         "calibration": None if calibration is None else calibration.report(),
         "removed_blocks": plan.removed_blocks,
         "layer_prior": allocation.layer_prior,
