@@ -16,6 +16,6 @@ zhprune-hub publish "$models/smollm2-135m" \
     --dry-run \
     --ratio 0.2 --method taylor --layout global \
     --calibration auto --num-samples 32 --seq-len 128 \
-    --ppl wikitext2,ptb --ppl-seq-len 512 --max-tokens 8192 \
-    --tasks piqa,arc_easy --limit 100 \
+    --ppl wikitext2,ptb --ppl-seq-len 512 --max-tokens 4096 \
+    --tasks piqa,arc_easy --limit 50 \
     --work-dir .zhprune/quickstart
