@@ -45,6 +45,9 @@ RevisionOption = Annotated[str | None, typer.Option("--revision", help="Hub bran
 GgufOption = Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside MODEL's directory to load.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
+DEFAULT_TASKS = "boolq,piqa,hellaswag,winogrande,arc_easy"
+TasksOption = Annotated[str, typer.Option("--tasks", help="Zero-shot lm-eval tasks, comma-separated, or 'none'.")]
+LimitOption = Annotated[int | None, typer.Option("--limit", help="Items per zero-shot task (quick runs).")]
 
 
 def _version(value: bool) -> None:
@@ -189,6 +192,7 @@ def verify(
     if not run_verify(directory, base=base, json_output=json_output):
         raise typer.Exit(1)
 
+
 # --- datasets (corpora registry) -------------------------------------------------------------
 
 
@@ -237,20 +241,15 @@ def datasets_command(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    models: Annotated[
-        list[str], typer.Argument(help="Hub ids or checkpoint directories; the first is the reference.")
-    ],
+    models: Annotated[list[str], typer.Argument(help="Hub ids or checkpoint directories; the first is the reference.")],
     ppl: Annotated[
         str | None,
         typer.Option(
             "--ppl", help="Perplexity corpora, comma-separated, or 'none' [default: wikitext2,ptb (+c4_zh for zh)]."
         ),
     ] = None,
-    tasks: Annotated[
-        str,
-        typer.Option("--tasks", help="Zero-shot lm-eval tasks, comma-separated, or 'none'."),
-    ] = "boolq,piqa,hellaswag,winogrande,arc_easy",
-    limit: Annotated[int | None, typer.Option("--limit", help="Items per zero-shot task (quick runs).")] = None,
+    tasks: TasksOption = DEFAULT_TASKS,
+    limit: LimitOption = None,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Perplexity window (capped at the model context).")] = 2048,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens of each text.")
@@ -403,10 +402,8 @@ def publish_cmd(
     ppl: Annotated[
         str | None, typer.Option("--ppl", help="Perplexity corpora, comma-separated, or 'none' [default: by language].")
     ] = None,
-    tasks: Annotated[
-        str, typer.Option("--tasks", help="Zero-shot tasks, comma-separated, or 'none'.")
-    ] = "boolq,piqa,hellaswag,winogrande,arc_easy",
-    limit: Annotated[int | None, typer.Option("--limit", help="Items per zero-shot task (quick runs).")] = None,
+    tasks: TasksOption = DEFAULT_TASKS,
+    limit: LimitOption = None,
     ppl_seq_len: Annotated[int, typer.Option("--ppl-seq-len", help="Perplexity window in tokens.")] = 2048,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens.")
