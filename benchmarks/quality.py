@@ -104,6 +104,11 @@ def build_configs(args) -> list:
     return configs
 
 
+def calibration_name(record: dict) -> str:
+    """The corpus a row was calibrated on ('' for the base model), for telling repeated rows apart."""
+    return (record.get("calibration") or {}).get("name") or ""
+
+
 def render(store: Store, args) -> str:
     results = [r for r in store.results.values() if "error" not in r]
     failed = [k for k, r in store.results.items() if "error" in r]
@@ -113,9 +118,18 @@ def render(store: Store, args) -> str:
     for model in dict.fromkeys(r["model"] for r in results):
         rows = sorted(
             (r for r in results if r["model"] == model),
-            key=lambda r: (r["ratio"], METHOD_ORDER.index(r["method"]), str(r["layout"]), r.get("seed") or 0),
+            key=lambda r: (
+                r["ratio"],
+                METHOD_ORDER.index(r["method"]),
+                str(r["layout"]),
+                calibration_name(r),
+                r.get("seed") or 0,
+            ),
         )
-        header = ["ratio", "method", "layout", *(["seed"] if len(seeds) > 1 else [])]
+        calibrations = {calibration_name(r) for r in rows} - {""}
+        show_calibration = len(calibrations) > 1
+        header = ["ratio", "method", "layout", *(["calibration"] if show_calibration else [])]
+        header += ["seed"] if len(seeds) > 1 else []
         header += ["removed % total", "removed % layers", "params (M)"]
         header += [f"PPL {c}" for c in corpora] + ["0-shot mean", "prune s", "row s"]
         body = []
@@ -127,6 +141,7 @@ def render(store: Store, args) -> str:
                     fmt(r["ratio"], 1),
                     r["method"],
                     r["layout"] or "—",
+                    *([calibration_name(r) or "—"] if show_calibration else []),
                     *([r.get("seed")] if len(seeds) > 1 else []),
                     fmt(percent(r.get("removed_fraction_of_total")), 1),
                     fmt(percent(r.get("removed_fraction_of_layers")), 1),

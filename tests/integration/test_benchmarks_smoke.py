@@ -125,3 +125,15 @@ def test_speed_runs(tiny_qwen2: Path, shared_data: Path, tmp_path: Path) -> None
         assert finite(record["inference"]["prefill_tokens_per_s"]) and record["inference"]["decode_tokens_per_s"] > 0
     markdown = out.with_suffix(".md").read_text()
     assert "python benchmarks/speed.py" in markdown and "| taylor | global | 0.2 |" in markdown
+
+
+def test_eval_throughput_runs(tiny_qwen2: Path, shared_data: Path) -> None:
+    command = [sys.executable, "benchmarks/eval_throughput.py", "--model", str(tiny_qwen2), "--seq-len", "32"]
+    command += ["--max-tokens", "256", "--batch-size", "2", "--repeats", "1", "--data-dir", str(shared_data)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    document = json.loads(completed.stdout[completed.stdout.index("\n{") :])
+    (row,) = document["results"]
+    assert (row["seq_len"], row["tokens"], row["batch_size"]) == (32, 256, 2)
+    assert finite(row["perplexity"]) and row["ppl_tokens_per_s"] > 0 and row["bare_forward_tokens_per_s"] > 0

@@ -14,8 +14,10 @@ from typing import Any
 
 from zhprune_hub.errors import EvaluationError
 
-# Logits are the memory peak: batch * seq_len * vocab floats, plus a float32 copy for the loss.
+# Logits are the memory peak: batch * seq_len * vocab floats (the loss works on small slices).
 _CPU_LOGITS_BUDGET = 1 << 30
+# Positions per cross-entropy call: bounds the float32 log-softmax temporary to chunk * vocab floats.
+_LOSS_CHUNK = 256
 _MAX_AUTO_BATCH = 64
 
 
@@ -91,7 +93,9 @@ def auto_batch_size(*, seq_len: int, vocab_size: int, device: Any) -> int:
 def window_nll(model: Any, windows: Any, *, batch_size: int, on_batch: Callable[[int], None] | None = None) -> Any:
     """Summed NLL of tokens 1..L-1 of every window, as a float64 tensor [windows].
 
-    One forward per batch of windows; the loss is a single vectorised cross-entropy in float32.
+    One forward per batch of windows. The loss is taken in float32 over contiguous slices of
+    `_LOSS_CHUNK` positions, so the only full-size tensor is the logits the model returns: no
+    strided copy, no float32 copy of bfloat16 logits, no log-softmax of the whole batch at once.
     """
     import torch
     import torch.nn.functional as F
@@ -101,12 +105,16 @@ def window_nll(model: Any, windows: Any, *, batch_size: int, on_batch: Callable[
     with torch.inference_mode():
         for start in range(0, windows.shape[0], batch_size):
             batch = windows[start : start + batch_size].to(device)
-            logits = model(input_ids=batch, use_cache=False).logits[:, :-1, :]
-            targets = batch[:, 1:]
-            nll = F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-            ).view(targets.shape)
-            sums[start : start + batch.shape[0]] = nll.sum(dim=1).double().cpu()
+            logits = model(input_ids=batch, use_cache=False).logits
+            predicted = batch.shape[1] - 1
+            for row in range(batch.shape[0]):
+                total = torch.zeros((), dtype=torch.float64, device=device)
+                for begin in range(0, predicted, _LOSS_CHUNK):
+                    end = min(begin + _LOSS_CHUNK, predicted)
+                    part = logits[row, begin:end].float()
+                    total += F.cross_entropy(part, batch[row, begin + 1 : end + 1], reduction="sum").double()
+                sums[start + row] = total.cpu()
+            del logits
             if on_batch is not None:
                 on_batch(batch.shape[0])
     return sums

@@ -85,6 +85,8 @@ def save_checkpoint(
     tokenizer.save_pretrained(directory)
     if layout == "global":
         config_path = directory / "config.json"
-        config_path.write_text(json.dumps(global_config(json.loads(config_path.read_text()), plan, spec), indent=2) + "\n")
+        config_path.write_text(
+            json.dumps(global_config(json.loads(config_path.read_text()), plan, spec), indent=2) + "\n"
+        )
         shutil.copyfile(MODELING_FILE, directory / MODELING_FILE.name)
     return layout
