@@ -137,3 +137,14 @@ def test_eval_throughput_runs(tiny_qwen2: Path, shared_data: Path) -> None:
     (row,) = document["results"]
     assert (row["seq_len"], row["tokens"], row["batch_size"]) == (32, 256, 2)
     assert finite(row["perplexity"]) and row["ppl_tokens_per_s"] > 0 and row["bare_forward_tokens_per_s"] > 0
+
+
+def test_eval_memory_runs(tiny_qwen2: Path, shared_data: Path) -> None:
+    command = [sys.executable, "benchmarks/eval_memory.py", "--model", str(tiny_qwen2), "--seq-len", "32"]
+    command += ["--max-tokens", "128", "--data-dir", str(shared_data)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    row = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert (row["seq_len"], row["tokens"], row["kernel"]) == (32, 128, "current")
+    assert finite(row["perplexity"]) and row["peak_rss_mb"] >= row["peak_rss_model_mb"] > 0

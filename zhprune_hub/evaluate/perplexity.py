@@ -93,12 +93,10 @@ def auto_batch_size(*, seq_len: int, vocab_size: int, device: Any) -> int:
 def window_nll(model: Any, windows: Any, *, batch_size: int, on_batch: Callable[[int], None] | None = None) -> Any:
     """Summed NLL of tokens 1..L-1 of every window, as a float64 tensor [windows].
 
-    One forward per batch of windows. The loss is taken in float32 over contiguous slices of
-    `_LOSS_CHUNK` positions, so the only full-size tensor is the logits the model returns: no
-    strided copy, no float32 copy of bfloat16 logits, no log-softmax of the whole batch at once.
+    One forward per batch of windows; the loss is taken by `_summed_nll` in small slices. The
+    logits are dropped before the next forward, so two batches' logits never coexist.
     """
     import torch
-    import torch.nn.functional as F
 
     device = next(model.parameters()).device
     sums = torch.empty(windows.shape[0], dtype=torch.float64)
@@ -106,17 +104,29 @@ def window_nll(model: Any, windows: Any, *, batch_size: int, on_batch: Callable[
         for start in range(0, windows.shape[0], batch_size):
             batch = windows[start : start + batch_size].to(device)
             logits = model(input_ids=batch, use_cache=False).logits
-            predicted = batch.shape[1] - 1
-            for row in range(batch.shape[0]):
-                total = torch.zeros((), dtype=torch.float64, device=device)
-                for begin in range(0, predicted, _LOSS_CHUNK):
-                    end = min(begin + _LOSS_CHUNK, predicted)
-                    part = logits[row, begin:end].float()
-                    total += F.cross_entropy(part, batch[row, begin + 1 : end + 1], reduction="sum").double()
-                sums[start + row] = total.cpu()
+            sums[start : start + batch.shape[0]] = _summed_nll(logits, batch)
             del logits
             if on_batch is not None:
                 on_batch(batch.shape[0])
+    return sums
+
+
+def _summed_nll(logits: Any, batch: Any) -> Any:
+    """Per-window summed NLL of tokens 1..L-1, in float32 over `_LOSS_CHUNK` positions at a time.
+
+    Only contiguous views of the logits are taken, so the one full-size tensor stays the one the
+    model returned: no strided copy, no float32 copy of bfloat16 logits, no whole-batch log-softmax.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    predicted = batch.shape[1] - 1
+    sums = torch.zeros(batch.shape[0], dtype=torch.float64)
+    for row in range(batch.shape[0]):
+        for begin in range(0, predicted, _LOSS_CHUNK):
+            end = min(begin + _LOSS_CHUNK, predicted)
+            loss = F.cross_entropy(logits[row, begin:end].float(), batch[row, begin + 1 : end + 1], reduction="sum")
+            sums[row] += loss.double().cpu()
     return sums
 
 
