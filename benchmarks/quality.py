@@ -37,6 +37,7 @@ from common import (
 )
 
 METHOD_ORDER = ["base", "taylor", "activation", "magnitude", "random", SHORTGPT]
+TASK_LABELS = {"winogrande": "wino", "arc_easy": "arc_e", "hellaswag": "hella"}
 
 
 def parse_args(argv: list[str] | None = None):
@@ -104,6 +105,18 @@ def build_configs(args) -> list:
     return configs
 
 
+def task_score(record: dict, task: str) -> float | None:
+    """acc_norm where the task has it, else acc: the figure the mean is taken over."""
+    score = (record.get("zeroshot") or {}).get(task) or {}
+    return score.get("acc_norm") if score.get("acc_norm") is not None else score.get("acc")
+
+
+def mean_without(record: dict, tasks: list[str], left_out: str) -> float | None:
+    """The zero-shot mean without one task (BoolQ at a small --limit mostly measures a yes/no bias)."""
+    scores = [task_score(record, t) for t in tasks if t != left_out]
+    return None if not scores or None in scores else sum(scores) / len(scores)
+
+
 def calibration_name(record: dict) -> str:
     """The corpus a row was calibrated on ('' for the base model), for telling repeated rows apart."""
     return (record.get("calibration") or {}).get("name") or ""
@@ -113,6 +126,7 @@ def render(store: Store, args) -> str:
     results = [r for r in store.results.values() if "error" not in r]
     failed = [k for k, r in store.results.items() if "error" in r]
     corpora = store.data["protocol"]["perplexity"]["corpora"]
+    tasks = store.data["protocol"]["zeroshot"]["tasks"]
     seeds = {r.get("seed") for r in results if r.get("seed") is not None}
     parts = [protocol_text(store.data["protocol"])]
     for model in dict.fromkeys(r["model"] for r in results):
@@ -131,7 +145,9 @@ def render(store: Store, args) -> str:
         header = ["ratio", "method", "layout", *(["calibration"] if show_calibration else [])]
         header += ["seed"] if len(seeds) > 1 else []
         header += ["removed % total", "removed % layers", "params (M)"]
-        header += [f"PPL {c}" for c in corpora] + ["0-shot mean", "prune s", "row s"]
+        header += [f"PPL {c}" for c in corpora] + [TASK_LABELS.get(t, t) for t in tasks]
+        header += ["0-shot mean", *(["mean w/o boolq"] if "boolq" in tasks and len(tasks) > 1 else [])]
+        header += ["prune s", "row s"]
         body = []
         for r in rows:
             mean = r.get("zeroshot_mean") or {}
@@ -147,7 +163,13 @@ def render(store: Store, args) -> str:
                     fmt(percent(r.get("removed_fraction_of_layers")), 1),
                     fmt(r["parameters"] / 1e6, 1),
                     *[fmt((r["perplexity"].get(c) or {}).get("ppl")) for c in corpora],
+                    *[fmt(percent(task_score(r, t)), 1) for t in tasks],
                     fmt(percent(mean.get("acc_norm")), 1),
+                    *(
+                        [fmt(percent(mean_without(r, tasks, "boolq")), 1)]
+                        if "boolq" in tasks and len(tasks) > 1
+                        else []
+                    ),
                     fmt(timings.get("total_s"), 1),
                     fmt(r.get("wall_s"), 1),
                 ]
