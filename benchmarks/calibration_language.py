@@ -27,6 +27,7 @@ from common import (
     evaluate_dir,
     fmt,
     log,
+    mean_without,
     normalise,
     percent,
     protocol_text,
@@ -122,13 +123,15 @@ def build_configs(args) -> list:
 
 
 def metrics(record: dict) -> dict[str, float | None]:
-    """The three reported numbers of one run: en PPL, zh PPL, zero-shot mean (%)."""
+    """The reported numbers of one run: en PPL, zh PPL, zero-shot mean (%) with and without BoolQ."""
     ppl = record.get("perplexity") or {}
     mean = record.get("zeroshot_mean") or {}
+    tasks = list(record.get("zeroshot") or {})
     return {
         "en": (ppl.get("wikitext2") or {}).get("ppl"),
         "zh": (ppl.get("c4_zh") or {}).get("ppl"),
         "zeroshot": percent(mean.get("acc_norm")),
+        "zeroshot_no_boolq": percent(mean_without(record, tasks, "boolq")) if "boolq" in tasks else None,
     }
 
 
@@ -154,7 +157,7 @@ def aggregate(results: dict[str, dict]) -> dict[tuple, dict[str, list]]:
             record.get("ratio"),
             record.get("calibration_spec"),
         )
-        bucket = groups.setdefault(group, {"en": [], "zh": [], "zeroshot": [], "seeds": []})
+        bucket = groups.setdefault(group, {"en": [], "zh": [], "zeroshot": [], "zeroshot_no_boolq": [], "seeds": []})
         for name, value in metrics(record).items():
             bucket[name].append(value)
         bucket["seeds"].append(record.get("seed"))
@@ -163,6 +166,8 @@ def aggregate(results: dict[str, dict]) -> dict[tuple, dict[str, list]]:
 
 def render(store: Store, args) -> str:
     groups = aggregate(store.results)
+    tasks = store.data["protocol"]["zeroshot"]["tasks"]
+    with_boolq = "boolq" in tasks and len(tasks) > 1
     failed = [k for k, r in store.results.items() if "error" in r]
     parts = [
         protocol_text(store.data["protocol"])
@@ -185,10 +190,12 @@ def render(store: Store, args) -> str:
                     spread(bucket["en"]),
                     spread(bucket["zh"]),
                     spread(bucket["zeroshot"]),
+                    *([spread(bucket["zeroshot_no_boolq"])] if with_boolq else []),
                 ]
             )
         header = ["method", "layout", "ratio", "calibration", "seeds", "PPL en (wikitext2)", "PPL zh (c4_zh)"]
-        parts.append(f"## {display_model(model)}\n\n{table([*header, '0-shot mean %'], rows)}")
+        header += ["0-shot mean %", *(["0-shot w/o boolq %"] if with_boolq else [])]
+        parts.append(f"## {display_model(model)}\n\n{table(header, rows)}")
     if failed:
         parts.append("Failed configurations (rerun with --retry-failed):\n\n" + "\n".join(f"- `{k}`" for k in failed))
     return "\n\n".join(parts)

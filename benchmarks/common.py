@@ -344,6 +344,18 @@ def prune_whole_blocks(
     }
 
 
+def task_score(record: dict[str, Any], task: str) -> float | None:
+    """acc_norm where the task has it, else acc: the figure the mean is taken over."""
+    score = (record.get("zeroshot") or {}).get(task) or {}
+    return score.get("acc_norm") if score.get("acc_norm") is not None else score.get("acc")
+
+
+def mean_without(record: dict[str, Any], tasks: list[str], left_out: str) -> float | None:
+    """The zero-shot mean without one task (BoolQ at a small --limit mostly measures a yes/no bias)."""
+    scores = [task_score(record, t) for t in tasks if t != left_out]
+    return None if not scores or None in scores else sum(scores) / len(scores)
+
+
 def pruning_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The part of a pruning report a results table needs."""
     parameters = report["parameters"]

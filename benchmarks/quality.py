@@ -26,6 +26,7 @@ from common import (
     evaluate_dir,
     fmt,
     log,
+    mean_without,
     normalise,
     percent,
     protocol_text,
@@ -33,6 +34,7 @@ from common import (
     resolve_model,
     run_configs,
     table,
+    task_score,
     write_markdown,
 )
 
@@ -103,18 +105,6 @@ def build_configs(args) -> list:
 
                     configs.append((key, job))
     return configs
-
-
-def task_score(record: dict, task: str) -> float | None:
-    """acc_norm where the task has it, else acc: the figure the mean is taken over."""
-    score = (record.get("zeroshot") or {}).get(task) or {}
-    return score.get("acc_norm") if score.get("acc_norm") is not None else score.get("acc")
-
-
-def mean_without(record: dict, tasks: list[str], left_out: str) -> float | None:
-    """The zero-shot mean without one task (BoolQ at a small --limit mostly measures a yes/no bias)."""
-    scores = [task_score(record, t) for t in tasks if t != left_out]
-    return None if not scores or None in scores else sum(scores) / len(scores)
 
 
 def calibration_name(record: dict) -> str:
