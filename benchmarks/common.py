@@ -163,6 +163,7 @@ class Store:
         with os.fdopen(handle, "w") as stream:
             json.dump(self.data, stream, indent=1, ensure_ascii=False, allow_nan=True)
             stream.write("\n")
+        os.chmod(temp, 0o644)  # mkstemp creates 0600; results are meant to be committed and shared
         os.replace(temp, self.path)
 
 

@@ -228,6 +228,7 @@ def save_results(results: EvaluationResults, path: str | Path) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(results.model_dump_json(indent=2))
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a results file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -82,6 +82,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert data["schema_version"] == SCHEMA_VERSION
     assert {d["metric"] for d in data["deltas"]} == {"ppl/wikitext2", "acc/piqa", "acc_norm/piqa"}
     assert not [p for p in path.parent.iterdir() if p.name != "results.json"], "temp file left behind"
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the runner's other users, like any output
 
 
 def test_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
