@@ -42,3 +42,48 @@ def test_perplexity_drops_the_tail_and_counts_tokens(tiny_model) -> None:
     expected = math.exp(sum(labels_loss(tiny_model, w) for w in make_windows(ids, seq_len=32)) / 4)
     assert out.perplexity == pytest.approx(expected, rel=1e-5)
     assert out.perplexity_stderr is not None and out.perplexity_stderr > 0
+
+
+def test_head_is_applied_in_slices_with_the_same_result(tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(perplexity_module, "_LOSS_CHUNK", 7)
+    windows = torch.randint(0, 320, (3, 40), generator=torch.Generator().manual_seed(3))
+    seen: list[int] = []
+    hook = tiny_model.get_output_embeddings().register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape[-2]))
+    try:
+        sliced = window_nll(tiny_model, windows, batch_size=3)
+    finally:
+        hook.remove()
+    assert seen and max(seen) <= 8, "the head saw more positions than one slice (or the probe): full logits were built"
+    monkeypatch.setattr(perplexity_module, "split_head", lambda _model, _probe: None)
+    assert torch.allclose(sliced, window_nll(tiny_model, windows, batch_size=3), rtol=1e-6)
+
+
+class ScaledLogits(torch.nn.Module):
+    """A model whose logits are not just head(hidden): the shortcut must notice and not be taken."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids: torch.Tensor, use_cache: bool = False):
+        out = self.inner(input_ids=input_ids, use_cache=use_cache)
+        out.logits = out.logits * 2.0
+        return out
+
+    def get_decoder(self):
+        return self.inner.get_decoder()
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+
+def test_models_that_rescale_logits_keep_the_full_path(tiny_model) -> None:
+    scaled = ScaledLogits(tiny_model)
+    windows = torch.randint(0, 320, (2, 20), generator=torch.Generator().manual_seed(4))
+    assert perplexity_module.split_head(scaled, windows[:1, :8]) is None
+    with torch.no_grad():
+        logits = scaled(input_ids=windows).logits
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1), reduction="none"
+    )
+    assert torch.allclose(window_nll(scaled, windows, batch_size=2), expected.view(2, 19).sum(1).double(), rtol=1e-5)

@@ -14,11 +14,13 @@ from typing import Any
 
 from zhprune_hub.errors import EvaluationError
 
-# Logits are the memory peak: batch * seq_len * vocab floats (the loss works on small slices).
+# Full logits (batch * seq_len * vocab floats) are the memory peak when the head cannot be applied in slices.
 _CPU_LOGITS_BUDGET = 1 << 30
 # Positions per cross-entropy call: bounds the float32 log-softmax temporary to chunk * vocab floats.
 _LOSS_CHUNK = 256
 _MAX_AUTO_BATCH = 64
+# Tokens of the first window used to check that the output head can be applied slice by slice.
+_PROBE_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -93,29 +95,66 @@ def auto_batch_size(*, seq_len: int, vocab_size: int, device: Any) -> int:
 def window_nll(model: Any, windows: Any, *, batch_size: int, on_batch: Callable[[int], None] | None = None) -> Any:
     """Summed NLL of tokens 1..L-1 of every window, as a float64 tensor [windows].
 
-    One forward per batch of windows; the loss is taken by `_summed_nll` in small slices. The
-    logits are dropped before the next forward, so two batches' logits never coexist.
+    One forward per batch of windows. Where the model's logits are plainly its output head applied
+    to its body's last hidden state (checked on a short probe by `split_head`), the head is applied
+    `_LOSS_CHUNK` positions at a time, so no batch × L × vocab tensor exists at all; otherwise the
+    full logits are taken and dropped before the next forward.
     """
     import torch
 
     device = next(model.parameters()).device
     sums = torch.empty(windows.shape[0], dtype=torch.float64)
     with torch.inference_mode():
+        split = split_head(model, windows[:1, :_PROBE_TOKENS].to(device))
         for start in range(0, windows.shape[0], batch_size):
             batch = windows[start : start + batch_size].to(device)
-            logits = model(input_ids=batch, use_cache=False).logits
-            sums[start : start + batch.shape[0]] = _summed_nll(logits, batch)
-            del logits
+            sums[start : start + batch.shape[0]] = _batch_nll(model, split, batch)
             if on_batch is not None:
                 on_batch(batch.shape[0])
     return sums
 
 
-def _summed_nll(logits: Any, batch: Any) -> Any:
+def _batch_nll(model: Any, split: tuple[Any, Any] | None, batch: Any) -> Any:
+    """Summed NLL per window of one batch; its logits or hidden states are freed on return."""
+    if split is None:
+        logits = model(input_ids=batch, use_cache=False).logits
+        return _summed_nll(lambda row, begin, end: logits[row, begin:end], batch)
+    body, head = split
+    hidden = body(input_ids=batch, use_cache=False).last_hidden_state
+    return _summed_nll(lambda row, begin, end: head(hidden[row, begin:end]), batch)
+
+
+def split_head(model: Any, probe: Any) -> tuple[Any, Any] | None:
+    """(body, output head) if `model`'s logits equal head(body(ids).last_hidden_state) on `probe`, else None.
+
+    Llama, Mistral and Qwen heads are a bare linear layer; a family that scales or caps its logits
+    fails the probe and keeps the full-logits path, so the shortcut never changes a result.
+    """
+    import torch
+
+    get_decoder = getattr(model, "get_decoder", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not callable(get_decoder) or head is None:
+        return None
+    body = get_decoder()
+    if body is None or body is model:
+        return None
+    try:
+        expected = model(input_ids=probe, use_cache=False).logits
+        actual = head(body(input_ids=probe, use_cache=False).last_hidden_state)
+    except (AttributeError, TypeError):
+        return None
+    if actual.shape != expected.shape or not torch.allclose(actual.float(), expected.float(), rtol=1e-4, atol=1e-5):
+        return None
+    return body, head
+
+
+def _summed_nll(logits_of: Callable[[int, int, int], Any], batch: Any) -> Any:
     """Per-window summed NLL of tokens 1..L-1, in float32 over `_LOSS_CHUNK` positions at a time.
 
-    Only contiguous views of the logits are taken, so the one full-size tensor stays the one the
-    model returned: no strided copy, no float32 copy of bfloat16 logits, no whole-batch log-softmax.
+    `logits_of(row, begin, end)` gives the logits of positions begin..end-1 of one window: a view
+    of the model's logits, or the output head applied to that slice of hidden states. Either way
+    no whole-batch log-softmax or float32 copy of the whole logits is made.
     """
     import torch
     import torch.nn.functional as F
@@ -125,7 +164,7 @@ def _summed_nll(logits: Any, batch: Any) -> Any:
     for row in range(batch.shape[0]):
         for begin in range(0, predicted, _LOSS_CHUNK):
             end = min(begin + _LOSS_CHUNK, predicted)
-            loss = F.cross_entropy(logits[row, begin:end].float(), batch[row, begin + 1 : end + 1], reduction="sum")
+            loss = F.cross_entropy(logits_of(row, begin, end).float(), batch[row, begin + 1 : end + 1], reduction="sum")
             sums[row] += loss.double().cpu()
     return sums
 
