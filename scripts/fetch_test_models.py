@@ -112,6 +112,8 @@ def convert(gguf: Path, target: Path) -> None:
     model.save_pretrained(staging, max_shard_size="200MB")
     tokenizer.save_pretrained(staging)
     (staging / "SOURCE.txt").write_text(f"converted from {gguf.name} sha256 {sha256_of(gguf)}\n")
+    for path in staging.iterdir():  # the shard writer creates 0600 files; other users of the cache must read them
+        path.chmod(0o644)
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

@@ -80,6 +80,17 @@ def peak_memory_mb() -> dict[str, float]:
     return peaks
 
 
+def make_shareable(directory: Path) -> None:
+    """Give a finished checkpoint the usual 0755/0644 modes.
+
+    mkdtemp and transformers' shard writer create 0700/0600 entries, which leaves the checkpoint
+    unreadable to the other users of a shared runner or a serving container.
+    """
+    directory.chmod(0o755)
+    for path in directory.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 @contextmanager
 def atomic_directory(target: Path, *, overwrite: bool):
     """Yield a staging directory beside `target`; rename it into place only if the block succeeds."""
@@ -92,7 +103,7 @@ def atomic_directory(target: Path, *, overwrite: bool):
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         yield staging
-        staging.chmod(0o755)
+        make_shareable(staging)
         if target.exists():
             backup = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(backup)

@@ -91,6 +91,10 @@ def test_uniform_layout_loads_with_stock_transformers(family, tiny_dirs, tmp_pat
     config = json.loads((out / "config.json").read_text())
     assert "auto_map" not in config and config["model_type"] == family
     assert not list(out.glob("*.py"))
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()} == {
+        path.name: 0o644 for path in out.iterdir()
+    }, "every file readable by the runner's other users (shards are written 0600 by default)"
     model = AutoModelForCausalLM.from_pretrained(out)
     widths = {(len(lp["kept_heads"]), len(lp["kept_channels"])) for lp in report["layers"]}
     assert len(widths) == 1
