@@ -87,3 +87,14 @@ def test_models_that_rescale_logits_keep_the_full_path(tiny_model) -> None:
         logits[:, :-1].reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1), reduction="none"
     )
     assert torch.allclose(window_nll(scaled, windows, batch_size=2), expected.view(2, 19).sum(1).double(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
+def test_every_supported_family_takes_the_sliced_head(family: str) -> None:
+    """The memory saving is only real if the probe accepts the families we prune."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(family)).eval()
+    with torch.inference_mode():
+        assert perplexity_module.split_head(model, torch.randint(0, 320, (1, 8))) is not None
