@@ -159,12 +159,20 @@ class Store:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        with os.fdopen(handle, "w") as stream:
-            json.dump(self.data, stream, indent=1, ensure_ascii=False, allow_nan=True)
-            stream.write("\n")
+        write_atomically(self.path, json.dumps(self.data, indent=1, ensure_ascii=False, allow_nan=True) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename, so a crash never leaves half a results file."""
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
         os.chmod(temp, 0o644)  # mkstemp creates 0600; results are meant to be committed and shared
-        os.replace(temp, self.path)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def run_configs(

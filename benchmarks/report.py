@@ -16,11 +16,13 @@ Everything outside the markers (the commands, the reading) is prose and stays as
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_atomically
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(
@@ -65,18 +67,6 @@ def render(document: str, root: Path) -> str:
         return match["open"] + table + match["close"]
 
     return MARKER.sub(replace, document)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
