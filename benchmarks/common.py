@@ -544,9 +544,7 @@ def write_markdown(path: Path, title: str, store: Store, body: str) -> None:
     commands = "\n".join(f"    {c}" for c in store.data["commands"])
     text = f"# {title}\n\nCommands (in order; the run is resumable):\n\n{commands}\n\n{body}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
+    write_atomically(path, text)
 
 
 def percent(value: float | None) -> float | None:
