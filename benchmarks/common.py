@@ -265,9 +265,8 @@ def prune_whole_blocks(
     from zhprune_hub.data import calibration_windows
     from zhprune_hub.loading import load_model, resolve_source
     from zhprune_hub.prune.families import family_for
-    from zhprune_hub.prune.importance import compute_importance
-    from zhprune_hub.prune.layouts import save_checkpoint
     from zhprune_hub.prune.plan import LayerPlan, PruningPlan
+    from zhprune_hub.prune.statistics import BlockSimilarity
     from zhprune_hub.prune.structure import count_parameters, decoder_layers, head_dim_of, layer_shapes
     from zhprune_hub.prune.surgery import apply_plan
     from zhprune_hub.pruning import card_languages, parameter_summary, peak_memory_mb
@@ -296,10 +295,8 @@ def prune_whole_blocks(
     timings["calibration_data_s"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    importance = compute_importance(model, spec, "activation", input_ids=windows.input_ids, seed=seed)
+    scores = block_similarities(model, decoder_layers(model, spec), windows.input_ids, BlockSimilarity)
     timings["importance_s"] = time.perf_counter() - mark
-    scores = importance.block_importance
-    assert scores is not None
 
     before = count_parameters(model)
     target = math.ceil(ratio * before["total"])
@@ -336,7 +333,9 @@ def prune_whole_blocks(
     mark = time.perf_counter()
     model.to(saved_dtype)
     output.mkdir(parents=True, exist_ok=True)
-    layout = save_checkpoint(model, tokenizer, plan, spec, "uniform", output)
+    model.save_pretrained(output)  # widths unchanged: the stock config describes the shorter model
+    tokenizer.save_pretrained(output)
+    layout = "uniform"
     timings["save_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
     return {
@@ -351,6 +350,30 @@ def prune_whole_blocks(
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "memory": {k: round(v, 1) for k, v in peak_memory_mb().items()},
     }
+
+
+def block_similarities(model: Any, layers: Any, input_ids: Any, similarity_class: Any) -> list[float]:
+    """1 - cos(block input, block output) of every block over the calibration windows (one forward each)."""
+    import torch
+
+    measures = [similarity_class() for _ in layers]
+
+    def hook(index: int) -> Callable:
+        def record(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+            hidden_in = args[0] if args else kwargs["hidden_states"]
+            measures[index].add(hidden_in, output[0] if isinstance(output, tuple) else output)
+
+        return record
+
+    handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            for row in input_ids:
+                model(input_ids=row[None].to(next(model.parameters()).device), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [m.value for m in measures]
 
 
 def task_score(record: dict[str, Any], task: str) -> float | None:

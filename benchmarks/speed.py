@@ -137,7 +137,8 @@ def child_floor(task: dict[str, Any], args) -> dict[str, Any]:
     from zhprune_hub.data import calibration_windows
     from zhprune_hub.loading import load_model, resolve_source
     from zhprune_hub.prune.families import family_for
-    from zhprune_hub.prune.importance import _prunable_parameters
+    from zhprune_hub.prune.importance import prunable_parameters
+    from zhprune_hub.prune.structure import decoder_layers
     from zhprune_hub.pruning import card_languages
 
     quiet_transformers()
@@ -157,7 +158,8 @@ def child_floor(task: dict[str, Any], args) -> dict[str, Any]:
     device = next(model.parameters()).device
     backward = task["floor"] == "forward_backward"
     if backward:
-        prunable = {id(p) for p in _prunable_parameters(model, family_for(model.config.model_type))}
+        spec = family_for(model.config.model_type)
+        prunable = {id(p) for layer in decoder_layers(model, spec) for p in prunable_parameters(layer, spec)}
         for p in model.parameters():
             p.requires_grad_(id(p) in prunable)
     _sync(device)

@@ -48,6 +48,23 @@ QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars
 DEFAULT_TASKS = "boolq,piqa,hellaswag,winogrande,arc_easy"
 TasksOption = Annotated[str, typer.Option("--tasks", help="Zero-shot lm-eval tasks, comma-separated, or 'none'.")]
 LimitOption = Annotated[int | None, typer.Option("--limit", help="Items per zero-shot task (quick runs).")]
+MethodOption = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="obs (compensated, the default), taylor, activation, magnitude or random; see the README's table.",
+    ),
+]
+RepairOption = Annotated[
+    bool,
+    typer.Option(
+        "--repair/--no-repair",
+        help="Re-fit the kept o_proj/down_proj columns by damped least squares after each cut (default: on).",
+    ),
+]
+DampingOption = Annotated[
+    float, typer.Option("--damping", help="Least-squares dampening, relative to the mean diagonal of XᵀX.")
+]
 
 
 def _version(value: bool) -> None:
@@ -107,7 +124,9 @@ def prune(
     model: Annotated[str, typer.Argument(help="Hub id, local checkpoint directory, or directory with a GGUF file.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the pruned checkpoint.")],
     ratio: Annotated[float, typer.Option(help="Fraction of TOTAL parameters to remove (0 ≤ ratio < 1).")] = 0.2,
-    method: Annotated[str, typer.Option(help="taylor, activation, magnitude or random.")] = "taylor",
+    method: MethodOption = "obs",
+    repair: RepairOption = True,
+    damping: DampingOption = 0.01,
     layout: Annotated[
         str,
         typer.Option(
@@ -124,7 +143,9 @@ def prune(
     data_dir: DataDirOption = None,
     num_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
     seq_len: Annotated[int, typer.Option(help="Tokens per calibration window.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Calibration windows per forward pass.")] = 1,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Calibration windows per block call (default: 4,096 tokens' worth).")
+    ] = None,
     temperature: Annotated[
         float,
         typer.Option(
@@ -158,6 +179,8 @@ def prune(
             output=output,
             ratio=ratio,
             method=method,
+            repair=repair,
+            damping=damping,
             layout=layout,
             head_unit=head_unit,
             calibration=calibration,
@@ -380,7 +403,9 @@ def publish_cmd(
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A zhprune.yaml publish plan.")] = None,
     ratio: Annotated[float, typer.Option(help="Fraction of TOTAL parameters to remove.")] = 0.2,
-    method: Annotated[str, typer.Option(help="taylor, activation, magnitude or random.")] = "taylor",
+    method: MethodOption = "obs",
+    repair: RepairOption = True,
+    damping: DampingOption = 0.01,
     layout: Annotated[str, typer.Option(help="global (trust_remote_code) or uniform (stock config).")] = "global",
     head_unit: Annotated[str, typer.Option(help="group or query.")] = "group",
     calibration: Annotated[str, typer.Option(help="Corpus name, alias, mix, file path, or auto.")] = "auto",
@@ -388,7 +413,9 @@ def publish_cmd(
     data_dir: DataDirOption = None,
     num_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
     publish_seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per calibration window.")] = 128,
-    publish_batch_size: Annotated[int, typer.Option("--batch-size", help="Calibration windows per pass.")] = 1,
+    publish_batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Calibration windows per block call (default: 4,096 tokens).")
+    ] = None,
     temperature: Annotated[float, typer.Option(help="Layer prior strength; 0 = pure global ranking.")] = 1.0,
     tau: Annotated[str, typer.Option(help="Whole-block removal threshold; None = auto.")] = "None",
     seed: Annotated[int, typer.Option(help="Seed for calibration sampling.")] = 0,

@@ -56,9 +56,12 @@ def run_prune(values: dict[str, Any], *, json_output: bool, quiet: bool) -> dict
         disable=silent,
         transient=True,
     )
+    def bar(description: str, total: int) -> Any:
+        task = progress.add_task(description, total=total)
+        return lambda n: progress.advance(task, n)
+
     with progress:
-        task = progress.add_task(f"calibration ({config.method})", total=config.num_samples)
-        outcome = prune_model(config, progress=lambda n: progress.advance(task, n), log=log)
+        outcome = prune_model(config, progress=bar, log=log)
     if json_output:
         stdout.print_json(json.dumps({"output": str(outcome.output), "report": outcome.report}))
     elif not quiet:

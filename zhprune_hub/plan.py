@@ -170,7 +170,11 @@ class Variant(BaseModel):
         for name, value in self.prune.model_dump().items():
             if name in {"device", "data_dir"} or (value == getattr(defaults, name) and name not in {"ratio", "method"}):
                 continue
-            parts += [f"--{name.replace('_', '-')}", _quote("None" if value is None else str(value))]
+            flag = name.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(f"--{flag}" if value else f"--no-{flag}")
+            else:
+                parts += [f"--{flag}", _quote("None" if value is None else str(value))]
         ev = self.evaluate
         parts += ["--ppl", ",".join(ev.ppl) if ev.ppl is not None else "default"] if ev.ppl is not None else []
         parts += ["--tasks", ",".join(ev.tasks) or "none"] if ev.tasks != DEFAULT_TASKS else []

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,9 @@ from zhprune_hub import __version__
 from zhprune_hub.errors import ModelSourceError, RatioError, ZhpruneError
 
 REPORT_NAME = "zhprune_pruning.json"
+#: Tokens per block call when --batch-size is not given: big enough for efficient matmuls, small
+#: next to the block's weights even at 7B widths.
+CALIBRATION_BATCH_TOKENS = 4096
 
 
 class PruneConfig(BaseModel):
@@ -33,7 +36,15 @@ class PruneConfig(BaseModel):
     model: str = Field(description="Hub id, local checkpoint directory, or directory holding a GGUF file.")
     output: Path = Field(description="Directory for the pruned checkpoint (written atomically).")
     ratio: float = Field(default=0.2, ge=0.0, lt=1.0, description="Fraction of the model's TOTAL parameters to remove.")
-    method: Literal["taylor", "activation", "magnitude", "random"] = Field(default="taylor")
+    method: Literal["obs", "taylor", "activation", "magnitude", "random"] = Field(
+        default="obs", description="How units are chosen; see zhprune_hub.prune.importance.METHODS."
+    )
+    repair: bool = Field(
+        default=True, description="Re-fit the kept o_proj/down_proj columns by damped least squares after each cut."
+    )
+    damping: float = Field(
+        default=0.01, gt=0.0, le=1.0, description="Least-squares dampening, relative to the mean diagonal of XᵀX."
+    )
     layout: Literal["global", "uniform"] = Field(default="global")
     head_unit: Literal["group", "query"] = Field(
         default="group",
@@ -44,7 +55,9 @@ class PruneConfig(BaseModel):
     data_dir: Path | None = None
     num_samples: int = Field(default=128, ge=1)
     seq_len: int = Field(default=128, ge=2)
-    batch_size: int = Field(default=1, ge=1)
+    batch_size: int | None = Field(
+        default=None, ge=1, description="Calibration windows per block call; default: enough for 4,096 tokens."
+    )
     temperature: float = Field(default=1.0, ge=0.0)
     tau: float | None = Field(default=None, description="Whole-block removal threshold; None = auto.")
     seed: int = 0
@@ -116,7 +129,7 @@ def atomic_directory(target: Path, *, overwrite: bool):
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _calibration(config: PruneConfig, tokenizer: Any, model: Any, card_languages: list[str] | None) -> Any:
+def _calibration(config: PruneConfig, tokenizer: Any, scorer: Any, card_languages: list[str] | None) -> Any:
     from zhprune_hub.data import calibration_windows
 
     return calibration_windows(
@@ -127,20 +140,9 @@ def _calibration(config: PruneConfig, tokenizer: Any, model: Any, card_languages
         seed=config.seed,
         data_dir=config.data_dir,
         language=config.language,
-        model=model,
+        model=scorer,
         model_card_languages=card_languages,
     )
-
-
-def _saved_dtype(source: Any) -> str:
-    """The dtype the base checkpoint was stored in; the pruned one is saved the same way."""
-    from zhprune_hub.loading import read_config
-
-    if source.gguf_file:
-        return "float32"
-    config = read_config(source.local_dir)
-    value = str(config.get("dtype") or config.get("torch_dtype") or "float32")
-    return value if value in {"float32", "bfloat16", "float16"} else "float32"
 
 
 def card_languages(local_dir: Path) -> list[str] | None:
@@ -159,92 +161,154 @@ def card_languages(local_dir: Path) -> list[str] | None:
     return list(languages) if languages else None
 
 
+@dataclass
+class _Weights:
+    """The base model as a meta-device skeleton plus where its tensors come from."""
+
+    skeleton: Any
+    source: Any
+    config: Any
+    tokenizer: Any
+    stored_dtype: Any
+
+
+def _open_weights(source: Any, config: PruneConfig) -> _Weights:
+    """Skeleton and tensor source: safetensors are streamed; anything else is loaded whole once."""
+    import torch
+
+    from zhprune_hub.loading import load_model, load_tokenizer, trust_for
+    from zhprune_hub.prune.streaming import SafetensorsSource, StateDictSource, empty_model
+
+    trust = trust_for(source, config.trust_remote_code)
+    if not source.gguf_file and SafetensorsSource.available(source.local_dir):
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(source.local_dir, trust_remote_code=trust)
+        tensors = SafetensorsSource(source.local_dir)
+        tokenizer = load_tokenizer(source, trust_remote_code=trust)
+        return _Weights(
+            empty_model(model_config, trust_remote_code=trust), tensors, model_config, tokenizer, tensors.dtype()
+        )
+    # GGUF (dequantised by transformers) and pickled checkpoints: the whole model once, in memory.
+    model, tokenizer = load_model(
+        source, device="cpu", dtype="float32" if source.gguf_file else "auto", trust_remote_code=trust
+    )
+    state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    stored = torch.bfloat16 if source.gguf_file else next(iter(state.values())).dtype
+    model_config = model.config
+    del model
+    return _Weights(
+        empty_model(model_config, trust_remote_code=trust), StateDictSource(state), model_config, tokenizer, stored
+    )
+
+
+def _progress_ticker(progress: Any, total_blocks: int) -> Any:
+    """Turn the engine's per-block stage ticks into bars: `progress(description, total)` returns an advance."""
+    if progress is None:
+        return None
+    bars: dict[str, Any] = {}
+    labels = {
+        "forward": "pass 1: forward",
+        "backward": "pass 1: gradients",
+        "scores": "scores",
+        "cut": "pass 2: cut + repair",
+    }
+
+    def tick(stage: str) -> None:
+        if stage not in bars:
+            bars[stage] = progress(labels.get(stage, stage), total_blocks) or (lambda _n: None)
+        bars[stage](1)
+
+    return tick
+
+
 def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) -> PruneOutcome:
     """Run the whole prune stage and return where the checkpoint went and its report.
+
+    Args:
+        progress: `progress(description, total)` returning an `advance(n)` callable, for bars.
 
     Raises:
         ZhpruneError: any user-fixable problem (source, ratio, data, output directory).
     """
     import torch
 
-    from zhprune_hub.loading import load_model, resolve_source
-    from zhprune_hub.prune.allocation import allocate
+    from zhprune_hub.loading import pick_device, pick_dtype, resolve_source
+    from zhprune_hub.prune.engine import EngineSettings, StreamedScorer, run_engine
     from zhprune_hub.prune.families import family_for
-    from zhprune_hub.prune.importance import METHODS, compute_importance
-    from zhprune_hub.prune.layouts import save_checkpoint
-    from zhprune_hub.prune.structure import count_parameters, decoder_layers, head_dim_of, layer_shapes, unit_costs
+    from zhprune_hub.prune.importance import METHODS
+    from zhprune_hub.prune.layouts import write_config
+    from zhprune_hub.prune.reconstruct import RepairSettings
+    from zhprune_hub.prune.streaming import Streamer
+    from zhprune_hub.prune.structure import count_parameters, head_dim_of, layer_shapes
+    from zhprune_hub.prune.traversal import Traversal
+    from zhprune_hub.prune.writer import CheckpointWriter
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
     torch.manual_seed(config.seed)
     source = resolve_source(config.model, revision=config.revision, gguf_file=config.gguf_file)
-    model, tokenizer = load_model(
-        source, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
-    )
+    weights = _open_weights(source, config)
+    model = weights.skeleton
     spec = family_for(model.config.model_type)
-    base_dtype = _saved_dtype(source)
+    device = torch.device(pick_device(config.device))
+    compute_dtype = pick_dtype(config.dtype, str(device))
+    streamer = Streamer(model, weights.source, device=device, dtype=compute_dtype)
+    batch_size = config.batch_size or max(1, CALIBRATION_BATCH_TOKENS // config.seq_len)
+    traversal = Traversal(model, spec, streamer, batch_size=batch_size)
     timings["load_s"] = time.perf_counter() - started
 
     before = count_parameters(model)
     target = math.ceil(config.ratio * before["total"])
     method = METHODS[config.method]
+    head_dim = head_dim_of(model)
+    base_shapes = layer_shapes(model, spec)
 
     calibration = None
     if method.needs_data:
         mark = time.perf_counter()
-        calibration = _calibration(config, tokenizer, model, card_languages(source.local_dir))
+        scorer = StreamedScorer(traversal)
+        calibration = _calibration(config, weights.tokenizer, scorer, card_languages(source.local_dir))
         timings["calibration_data_s"] = time.perf_counter() - mark
         log(
             f"calibration: {calibration.name} ({calibration.language}), {calibration.num_samples} windows × "
             f"{calibration.seq_len} tokens, seed {calibration.seed}"
         )
 
-    mark = time.perf_counter()
-    importance = compute_importance(
-        model,
-        spec,
-        config.method,
-        input_ids=None if calibration is None else calibration.input_ids,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        progress=progress,
-    )
-    timings["importance_s"] = time.perf_counter() - mark
-
-    head_dim = head_dim_of(model)
-    layers = decoder_layers(model, spec)
-    base_shapes = layer_shapes(model, spec)
-    plan, allocation = allocate(
-        importance.layers,
-        base_shapes,
-        [unit_costs(layer, spec, head_dim) for layer in layers],
-        target_removed=target,
+    settings = EngineSettings(
+        method=config.method,
         layout=config.layout,
         head_unit=config.head_unit,
-        head_dim=head_dim,
+        target_removed=target,
         hidden_size=model.config.hidden_size,
         heads_must_divide_hidden=spec.heads_must_divide_hidden,
+        repair=RepairSettings(repair=config.repair, damping=config.damping),
         temperature=config.temperature,
         tau=config.tau,
-        block_importance=importance.block_importance,
+        seed=config.seed,
     )
-
-    from zhprune_hub.prune.surgery import apply_plan
-
-    mark = time.perf_counter()
-    apply_plan(model, plan, spec)
-    after = count_parameters(model)
-    timings["surgery_s"] = time.perf_counter() - mark
-    if after["total"] > before["total"] - target:
-        raise RatioError(f"The plan removed {before['total'] - after['total']:,} parameters, short of {target:,}.")
-
-    mark = time.perf_counter()
-    model.to(getattr(torch, base_dtype, torch.float32))
     with atomic_directory(config.output, overwrite=config.overwrite) as staging:
-        layout = save_checkpoint(
-            model, tokenizer, plan, spec, config.layout, staging, max_shard_size=config.max_shard_size
+        writer = CheckpointWriter(staging, dtype=weights.stored_dtype, max_shard_size=config.max_shard_size)
+        result = run_engine(
+            traversal,
+            settings,
+            input_ids=None if calibration is None else calibration.input_ids,
+            head_dim=head_dim,
+            writer=writer,
+            scratch=staging / ".zhprune-scratch",
+            progress=_progress_ticker(progress, len(base_shapes)),
         )
-        timings["save_s"] = time.perf_counter() - mark
+        timings.update(result.seconds)
+        plan = result.plan
+        _copy_outside_blocks(model, spec, streamer, writer)
+        writer.finish()
+        after = _counts_written(before, writer)
+        layout = write_config(
+            weights.config, weights.tokenizer, plan, spec, config.layout, staging, dtype=weights.stored_dtype
+        )
+        _copy_generation_config(source.local_dir, staging)
+        if after["total"] > before["total"] - target:
+            raise RatioError(f"The plan removed {before['total'] - after['total']:,} parameters, short of {target:,}.")
         timings["total_s"] = time.perf_counter() - started
         report = build_report(
             config,
@@ -256,13 +320,39 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
             target=target,
             plan=plan,
             base_shapes=base_shapes,
-            allocation=allocation,
-            importance=importance,
+            allocation=result.allocation,
+            evidence=result.evidence,
+            repairs=result.repairs,
             calibration=calibration,
             timings=timings,
         )
         (staging / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return PruneOutcome(output=config.output.expanduser().resolve(), report=report)
+
+
+def _copy_outside_blocks(model: Any, spec: Any, streamer: Any, writer: Any) -> None:
+    """Embeddings, final norm and (untied) output head go to the output unchanged."""
+    prefix = f"{spec.layers_path}."
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    names = [
+        name
+        for name, _ in model.named_parameters(remove_duplicate=False)
+        if not name.startswith(prefix) and not (tied and name == "lm_head.weight")
+    ]
+    for name in names:
+        writer.add({name: streamer.tensor(name)})
+
+
+def _copy_generation_config(base_dir: Path, staging: Path) -> None:
+    generation = base_dir / "generation_config.json"
+    if generation.exists():
+        shutil.copyfile(generation, staging / generation.name)
+
+
+def _counts_written(before: dict[str, int], writer: Any) -> dict[str, int]:
+    """Counts of what the checkpoint files hold (a tied head is stored once); embeddings never change."""
+    embedding = before["total"] - before["non_embedding"]
+    return {"total": writer.parameter_count, "non_embedding": writer.parameter_count - embedding}
 
 
 def parameter_summary(before: dict[str, int], after: dict[str, int], target: int) -> dict[str, Any]:
@@ -288,7 +378,8 @@ def build_report(
     plan: Any,
     base_shapes: list[Any],
     allocation: Any,
-    importance: Any,
+    evidence: Any,
+    repairs: list[dict[str, Any]],
     calibration: Any,
     timings: dict[str, float],
 ) -> dict[str, Any]:
@@ -299,6 +390,7 @@ def build_report(
         "base_model": {"reference": source.reference, "revision": source.revision, "commit": source.commit},
         "family": family,
         "method": config.method,
+        "repair": _repair_summary(config, repairs),
         "layout_requested": config.layout,
         "layout": layout,
         "head_unit": config.head_unit,
@@ -310,7 +402,7 @@ def build_report(
         "calibration": None if calibration is None else calibration.report(),
         "removed_blocks": plan.removed_blocks,
         "layer_prior": allocation.layer_prior,
-        "block_importance": importance.block_importance,
+        "block_importance": evidence.block_importance,
         "notes": allocation.notes,
         "layers": [
             {
@@ -322,18 +414,32 @@ def build_report(
                 "kept_heads": lp.kept_heads,
                 "kept_kv_heads": lp.kept_kv_heads,
                 "kept_channels": lp.kept_channels,
+                "repair": {name: asdict(record) for name, record in repair.items()},
                 "base": {
                     "num_heads": shape.num_heads,
                     "num_kv_heads": shape.num_kv_heads,
                     "intermediate_size": shape.intermediate_size,
                 },
             }
-            for lp, shape in zip(plan.layers, base_shapes, strict=True)
+            for lp, shape, repair in zip(plan.layers, base_shapes, repairs, strict=True)
         ],
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "memory": {k: round(v, 1) for k, v in peak_memory_mb().items()},
         "options": json.loads(config.model_dump_json()),
     }
+
+
+def _repair_summary(config: PruneConfig, repairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether kept weights were re-fitted, and by how much that cut the per-block output error."""
+    summary: dict[str, Any] = {"enabled": config.repair, "damping": config.damping, "solver": "damped least squares"}
+    for name in ("o_proj", "down_proj"):
+        records = [r[name] for r in repairs if name in r]
+        if records:
+            summary[name] = {
+                "mean_relative_error_cut": sum(r.error_cut for r in records) / len(records),
+                "mean_relative_error_repaired": sum(r.error_repaired for r in records) / len(records),
+            }
+    return summary
 
 
 def read_report(directory: Path) -> dict[str, Any]:

@@ -170,8 +170,7 @@ def _prune(run: _Run) -> tuple[dict[str, Any], str]:
     # Pin the snapshot the pull stage resolved, so both stages see the same weights.
     revision = pulled["commit"] if pulled["from_hub"] and pulled["commit"] else None
     config = run.variant.prune_config(run.ws.dir("prune") / "model", revision=revision)
-    advance = run.reporter.progress(f"calibration ({config.method})", config.num_samples)
-    outcome = prune_model(config, progress=advance, log=run.reporter.log)
+    outcome = prune_model(config, progress=run.reporter.progress, log=run.reporter.log)
     params = outcome.report["parameters"]
     removed = params["removed_fraction_of_total"]
     return (
@@ -545,8 +544,10 @@ def prune_command(report: dict[str, Any], directory: Path) -> str:
         "--output",
         shlex.quote(str(directory)),
     ]
+    if options.get("repair") is False:
+        parts.append("--no-repair")
     for key in ("ratio", "method", "layout", "head_unit", "calibration", "language", "num_samples", "seq_len",
-                "temperature", "tau", "seed", "gguf_file", "revision"):  # fmt: skip
+                "damping", "temperature", "tau", "seed", "gguf_file", "revision"):  # fmt: skip
         value = options.get(key)
         if value is not None or key == "tau":
             parts += [f"--{key.replace('_', '-')}", shlex.quote("None" if value is None else str(value))]

@@ -168,21 +168,105 @@ def _tokenizer_check(directory: Path, base_dir: Path | None) -> Check:
     return Check("tokenizer", same, "identical to the base" if same else "differs from the base tokenizer")
 
 
-def _reload_check(directory: Path) -> tuple[Check, Any]:
-    import torch
+def _reload_check(directory: Path) -> tuple[Check, int | None]:
+    """Build the model from its config and run a probe through it one block at a time.
 
-    from zhprune_hub.loading import ModelSource, load_model
+    Every tensor is placed into the module the config builds (a shape that disagrees fails here),
+    and the probe's logits must be finite. Streaming keeps this possible for checkpoints larger
+    than memory; only one block is resident at a time.
+    """
+    import torch
+    from transformers import AutoConfig
+
+    from zhprune_hub.loading import ModelSource, trust_for
+    from zhprune_hub.prune.engine import streamed_logits
+    from zhprune_hub.prune.families import family_for
+    from zhprune_hub.prune.streaming import SafetensorsSource, Streamer, empty_model
+    from zhprune_hub.prune.traversal import Traversal
 
     try:
-        model, _ = load_model(ModelSource(reference=str(directory), local_dir=directory), device="cpu")
+        trust = trust_for(ModelSource(reference=str(directory), local_dir=directory), None)
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust)
+        skeleton = empty_model(config, trust_remote_code=trust)
+        streamer = Streamer(skeleton, SafetensorsSource(directory), device=torch.device("cpu"), dtype=torch.float32)
+        traversal = Traversal(skeleton, family_for(config.model_type), streamer, batch_size=1)
+        ids = torch.arange(1, 17).unsqueeze(0) % config.vocab_size
+        logits = streamed_logits(traversal, ids)
     except Exception as exc:
         return Check("reload", False, f"does not load: {str(exc).splitlines()[0]}"), None
-    ids = torch.arange(1, 17).unsqueeze(0) % model.config.vocab_size
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits
     finite = bool(torch.isfinite(logits).all())
-    params = sum(p.numel() for p in model.parameters())
-    return Check("reload", finite, "loads; forward pass finite" if finite else "forward pass has NaN/inf"), params
+    params = sum(p.numel() for p in skeleton.parameters())
+    detail = (
+        "every tensor fits the module its config builds; forward pass finite" if finite else "forward pass has NaN/inf"
+    )
+    return Check("reload", finite, detail), params
+
+
+def stored_parameter_count(directory: Path) -> int:
+    """Parameters a checkpoint stores, from the safetensors headers (a tied head is stored once)."""
+    import math
+
+    return sum(math.prod(shape) for shape in read_shapes(directory).values())
+
+
+def _plan_check(directory: Path, report: dict[str, Any], spec: FamilySpec, base_dir: Path) -> Check:
+    """Every sliced tensor equals the base's rows/columns the report says were kept.
+
+    q/k/v and gate/up rows (and their biases) are copied, never changed; o_proj/down_proj columns
+    are copied too unless the report says they were repaired (re-fitted), in which case only their
+    shapes were checked above. Reads tensor slices from both checkpoints, never a whole model.
+    """
+    import torch
+
+    from zhprune_hub.prune.streaming import SafetensorsSource
+    from zhprune_hub.prune.surgery import head_rows
+
+    if not SafetensorsSource.available(base_dir):
+        return Check("plan", True, "skipped: the base has no safetensors to compare slices with")
+    pruned, base = SafetensorsSource(directory), SafetensorsSource(base_dir)
+    repaired = bool((report.get("repair") or {}).get("enabled"))
+    head_dim = json.loads((directory / "config.json").read_text()).get("head_dim")
+    problems: list[str] = []
+    new_index = 0
+    for layer in report["layers"]:
+        if layer["removed"]:
+            continue
+        q_rows = head_rows(layer["kept_heads"], head_dim, torch.device("cpu"))
+        kv_rows = head_rows(layer["kept_kv_heads"], head_dim, torch.device("cpu"))
+        channels = torch.tensor(layer["kept_channels"], dtype=torch.long)
+        attn, mlp = f"{spec.attention}", f"{spec.mlp}"
+        rows = {
+            f"{attn}.{spec.q_proj}": q_rows,
+            f"{attn}.{spec.k_proj}": kv_rows,
+            f"{attn}.{spec.v_proj}": kv_rows,
+            f"{mlp}.{spec.gate_proj}": channels,
+            f"{mlp}.{spec.up_proj}": channels,
+        }
+        cols = {} if repaired else {f"{attn}.{spec.o_proj}": q_rows, f"{mlp}.{spec.down_proj}": channels}
+        for module, index in [
+            *[(m, ("rows", i)) for m, i in rows.items()],
+            *[(m, ("cols", i)) for m, i in cols.items()],
+        ]:
+            for kind in ("weight", "bias"):
+                name_new = f"{spec.layers_path}.{new_index}.{module}.{kind}"
+                name_base = f"{spec.layers_path}.{layer['index']}.{module}.{kind}"
+                if name_new not in pruned.names() or name_base not in base.names():
+                    continue
+                mine = pruned.get(name_new)
+                theirs = base.get(name_base)
+                axis, kept = index
+                if kind == "bias" and axis == "cols":
+                    expected = theirs
+                else:
+                    expected = theirs.index_select(0 if axis == "rows" else 1, kept)
+                if mine.shape != expected.shape or not torch.equal(mine, expected.to(mine.dtype)):
+                    problems.append(f"{name_new} is not the base's kept {axis}")
+        new_index += 1
+    detail = "; ".join(problems[:5]) or (
+        "q/k/v and gate/up rows equal the base's kept rows"
+        + ("; o_proj/down_proj re-fitted (repair)" if repaired else "; o_proj/down_proj columns too")
+    )
+    return Check("plan", not problems, detail)
 
 
 def verify_checkpoint(directory: Path, *, base: str | None = None) -> VerifyResult:
@@ -222,14 +306,11 @@ def verify_checkpoint(directory: Path, *, base: str | None = None) -> VerifyResu
                 f"report says {recorded:,} parameters, files hold {loaded_params:,}",
             )
         )
-    if report is not None and base is not None:
-        from zhprune_hub.loading import ModelSource, load_model
-
-        base_model, _ = load_model(ModelSource(reference=base, local_dir=base_dir), device="cpu")
-        base_params = sum(p.numel() for p in base_model.parameters())
-        del base_model
+    if report is not None and base is not None and base_shapes is not None:
+        base_params = stored_parameter_count(base_dir)
         recorded = report["parameters"]["before"]["total"]
         checks.append(
             Check("base-counts", recorded == base_params, f"report says {recorded:,}, base holds {base_params:,}")
         )
+        checks.append(_plan_check(directory, report, spec, base_dir))
     return VerifyResult(directory=str(directory), checks=checks)

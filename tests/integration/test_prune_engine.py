@@ -74,10 +74,16 @@ def test_ratio_zero_reproduces_base_logits(family, tiny_dirs, tmp_path):
 @pytest.mark.parametrize("layout", ["global", "uniform"])
 @pytest.mark.parametrize("head_unit", ["group", "query"])
 def test_pruned_model_equals_masked_base(family, layout, head_unit, tiny_dirs, tmp_path):
-    out = tmp_path / "out"
-    report = run_prune(tiny_dirs[family], out, ratio=0.3, method="random", layout=layout, head_unit=head_unit)
-    kept_heads = [len(layer["kept_heads"]) for layer in report["layers"]]
-    assert min(kept_heads) < 8, "the random scores per parameter should remove some heads"
+    # Random removes heads and channels in proportion; take the first seed whose plan drops heads, so the
+    # comparison exercises head slicing (q/k/v rows, biases, o_proj columns) as well as channels.
+    for seed in range(20):
+        out = tmp_path / f"out-{seed}"
+        report = run_prune(
+            tiny_dirs[family], out, ratio=0.3, method="random", layout=layout, head_unit=head_unit, seed=seed
+        )
+        if min(len(layer["kept_heads"]) for layer in report["layers"]) < 8:
+            break
+    assert min(len(layer["kept_heads"]) for layer in report["layers"]) < 8, "no seed removed a head"
     assert report["parameters"]["removed_fraction_of_total"] >= 0.3
     pruned = logits(out, trust=report["layout"] == "global")
     torch.testing.assert_close(pruned, masked_base_logits(tiny_dirs[family], report), atol=2e-5, rtol=1e-4)
@@ -140,7 +146,7 @@ def test_taylor_on_calibration_text_records_everything(tiny_dirs, calibration_fi
     assert calibration["num_samples"] == 4 and calibration["seq_len"] == 16 and calibration["seed"] == 3
     assert calibration["language"] == "en" and len(calibration["token_hash"]) == 64
     assert saved["method"] == "taylor" and saved["tool"]["name"] == "zhprune-hub"
-    assert saved["timings"]["importance_s"] > 0 and saved["memory"]["peak_rss_mb"] > 0
+    assert saved["timings"]["collect_s"] > 0 and saved["memory"]["peak_rss_mb"] > 0
     assert len(saved["block_importance"]) == 4
     before, after = saved["parameters"]["before"]["total"], saved["parameters"]["after"]["total"]
     assert before - after >= saved["parameters"]["target_removed"]

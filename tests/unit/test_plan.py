@@ -69,7 +69,7 @@ def test_every_bad_field_is_named_by_its_path_in_one_sentence(tmp_path):
     [
         ("defaults: [1, 2", "is not valid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),
-        ("defaults:\n  method: prune-everything\n", "defaults.method: input should be 'taylor'"),
+        ("defaults:\n  method: prune-everything\n", "defaults.method: input should be 'obs'"),
     ],
 )
 def test_yaml_problems(tmp_path, text, expected):
@@ -123,7 +123,7 @@ def test_reproduce_command_names_every_non_default_option():
         plan_from_flags({"model": "a/b", "repo_id": "me/x", "calibration": "c4", "limit": 20, "create_pr": True})
     )[0]
     assert variant.command() == (
-        "zhprune-hub publish a/b --repo-id me/x --ratio 0.2 --method taylor --calibration c4 --limit 20 --create-pr"
+        "zhprune-hub publish a/b --repo-id me/x --ratio 0.2 --method obs --calibration c4 --limit 20 --create-pr"
     )
 
 

@@ -14,6 +14,7 @@ means auto (3.0), a large tau disables it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -121,6 +122,16 @@ def _heads_valid(num_heads: int, num_kv_heads: int, hidden_size: int, must_divid
     return not must_divide_hidden or hidden_size % num_heads == 0
 
 
+@dataclass(frozen=True)
+class BlockBudget:
+    """How many head units and channels one block loses (which ones is decided when it is cut)."""
+
+    index: int
+    removed: bool
+    head_units: int
+    channels: int
+
+
 def allocate(
     scores: list[LayerScores],
     shapes: list[LayerShape],
@@ -135,13 +146,129 @@ def allocate(
     temperature: float = 1.0,
     tau: float | None = None,
     block_importance: list[float] | None = None,
+    random_order: np.random.Generator | None = None,
 ) -> tuple[PruningPlan, AllocationReport]:
-    """Decide what every block keeps.
+    """Decide what every block keeps from per-unit scores.
+
+    `random_order` replaces the scores' cross-block order by one uniform draw per unit (the random
+    floor: every unit is equally likely to go, whatever its parameter cost).
 
     Raises:
         RatioError: the target cannot be met while keeping one head unit and one channel per block.
     """
     prior = layer_prior(block_importance, temperature)
+    removed_blocks, units, heads_removed, channels_removed, report = _counts(
+        lambda i: _layer_units(scores[i], shapes[i], costs[i], head_unit),
+        shapes,
+        costs,
+        target_removed=target_removed,
+        layout=layout,
+        head_unit=head_unit,
+        hidden_size=hidden_size,
+        heads_must_divide_hidden=heads_must_divide_hidden,
+        prior=prior,
+        tau=tau,
+        block_importance=block_importance,
+        random_order=random_order,
+        uniform_by_cost=False,
+    )
+    layers = []
+    planned = sum(costs[i].block for i in removed_blocks)
+    for index in range(len(shapes)):
+        if index in removed_blocks:
+            layers.append(_removed_layer(index))
+            continue
+        u = units[index]
+        layers.append(_layer_plan(index, shapes[index], u, heads_removed[index], channels_removed[index]))
+        planned += heads_removed[index] * u.head_cost + channels_removed[index] * u.channel_cost
+    plan = PruningPlan(layers=layers, head_dim=head_dim, target_removed=target_removed, planned_removed=planned)
+    return plan, report
+
+
+def allocate_by_cost(
+    head_costs: list[list[float]],
+    channel_costs: list[list[float]],
+    shapes: list[LayerShape],
+    costs: list[UnitCosts],
+    *,
+    target_removed: int,
+    layout: Literal["global", "uniform"],
+    head_unit: HeadUnit,
+    hidden_size: int,
+    heads_must_divide_hidden: bool,
+    tau: float | None = None,
+    block_importance: list[float] | None = None,
+) -> tuple[list[BlockBudget], AllocationReport]:
+    """Per-block budgets from cumulative removal costs (cost of removing the first k units of a kind).
+
+    `global` takes the units of least marginal cost per parameter across all blocks; `uniform` the
+    head-unit count, the same in every block, whose total cost with the channels it leaves to remove
+    is least.
+    """
+
+    def units_of(i: int) -> _LayerUnits:
+        return _curve_units(head_costs[i], channel_costs[i], shapes[i], costs[i], head_unit)
+
+    removed_blocks, _units, heads_removed, channels_removed, report = _counts(
+        units_of,
+        shapes,
+        costs,
+        target_removed=target_removed,
+        layout=layout,
+        head_unit=head_unit,
+        hidden_size=hidden_size,
+        heads_must_divide_hidden=heads_must_divide_hidden,
+        prior=None,
+        tau=tau,
+        block_importance=block_importance,
+        random_order=None,
+        uniform_by_cost=True,
+    )
+    budgets = [
+        BlockBudget(i, True, 0, 0)
+        if i in removed_blocks
+        else BlockBudget(i, False, heads_removed[i], channels_removed[i])
+        for i in range(len(shapes))
+    ]
+    return budgets, report
+
+
+def _curve_units(
+    head_curve: list[float], channel_curve: list[float], shape: LayerShape, costs: UnitCosts, head_unit: HeadUnit
+) -> _LayerUnits:
+    """Units whose 'scores' are marginal removal costs; the order lists are placeholders (cut time decides)."""
+    head_cost = (
+        costs.kv_head + shape.group_size * costs.q_head if head_unit == "group" else shape.num_kv_heads * costs.q_head
+    )
+    marginal_heads = np.diff(np.asarray([0.0, *head_curve], dtype=np.float64))
+    marginal_channels = np.diff(np.asarray([0.0, *channel_curve], dtype=np.float64))
+    return _LayerUnits(
+        head_scores=marginal_heads,
+        head_order=[[] for _ in head_curve],
+        kv_order=[[] for _ in head_curve],
+        head_cost=head_cost,
+        channel_scores=marginal_channels,
+        channel_order=np.arange(len(channel_curve)),
+        channel_cost=costs.channel,
+    )
+
+
+def _counts(
+    units_of: Callable[[int], _LayerUnits],
+    shapes: list[LayerShape],
+    costs: list[UnitCosts],
+    *,
+    target_removed: int,
+    layout: str,
+    head_unit: HeadUnit,
+    hidden_size: int,
+    heads_must_divide_hidden: bool,
+    prior: list[float] | None,
+    tau: float | None,
+    block_importance: list[float] | None,
+    random_order: np.random.Generator | None,
+    uniform_by_cost: bool,
+) -> tuple[set[int], dict[int, _LayerUnits], dict[int, int], dict[int, int], AllocationReport]:
     report = AllocationReport(layer_prior=prior, tau=None, block_z_scores=None)
     num_layers = len(shapes)
     removed_blocks: set[int] = set()
@@ -156,9 +283,9 @@ def allocate(
                 budget -= costs[index].block
     report.removed_blocks = sorted(removed_blocks)
 
-    units = {
-        i: _layer_units(scores[i], shapes[i], costs[i], head_unit) for i in range(num_layers) if i not in removed_blocks
-    }
+    units = {i: units_of(i) for i in range(num_layers) if i not in removed_blocks}
+    if random_order is not None:
+        units = {i: _shuffled_priority(u, random_order) for i, u in units.items()}
     capacity = sum(len(u.head_order) * u.head_cost + len(u.channel_order) * u.channel_cost for u in units.values())
     if budget > capacity:
         total_possible = capacity + (target_removed - budget)
@@ -166,25 +293,28 @@ def allocate(
             f"Removing {target_removed:,} parameters is not possible: at most {total_possible:,} can go while every "
             "block keeps one attention unit and one MLP channel and the hidden size stays; lower --ratio."
         )
-
     if layout == "global":
         heads_removed, channels_removed = _global_counts(units, prior, budget)
     else:
         heads_removed, channels_removed = _uniform_counts(
-            units, shapes, budget, head_unit, hidden_size, heads_must_divide_hidden, report
+            units, shapes, budget, head_unit, hidden_size, heads_must_divide_hidden, report, by_cost=uniform_by_cost
         )
+    return removed_blocks, units, heads_removed, channels_removed, report
 
-    layers = []
-    planned = sum(costs[i].block for i in removed_blocks)
-    for index in range(num_layers):
-        if index in removed_blocks:
-            layers.append(_removed_layer(index))
-            continue
-        u = units[index]
-        layers.append(_layer_plan(index, shapes[index], u, heads_removed[index], channels_removed[index]))
-        planned += heads_removed[index] * u.head_cost + channels_removed[index] * u.channel_cost
-    plan = PruningPlan(layers=layers, head_dim=head_dim, target_removed=target_removed, planned_removed=planned)
-    return plan, report
+
+def _shuffled_priority(u: _LayerUnits, generator: np.random.Generator) -> _LayerUnits:
+    """The random floor: each unit's priority per parameter is one uniform draw (ascending within a block)."""
+    heads = np.sort(generator.random(len(u.head_scores))) * u.head_cost
+    channels = np.sort(generator.random(len(u.channel_scores))) * u.channel_cost
+    return _LayerUnits(
+        head_scores=heads,
+        head_order=u.head_order,
+        kv_order=u.kv_order,
+        head_cost=u.head_cost,
+        channel_scores=channels,
+        channel_order=u.channel_order,
+        channel_cost=u.channel_cost,
+    )
 
 
 def _global_counts(
@@ -230,8 +360,14 @@ def _uniform_counts(
     hidden_size: int,
     must_divide_hidden: bool,
     report: AllocationReport,
+    *,
+    by_cost: bool = False,
 ) -> tuple[dict[int, int], dict[int, int]]:
-    """Same counts in every block: the head-unit count the global ranking picks on average, channels fill the rest."""
+    """Same counts in every block; channels fill what the heads leave.
+
+    The head-unit count is the one the global ranking picks on average, or (`by_cost`, when the
+    scores are marginal removal costs) the one whose total cost across blocks is least.
+    """
     indices = list(units)
     kept_shapes = {(shapes[i].num_heads, shapes[i].num_kv_heads, shapes[i].intermediate_size) for i in indices}
     if len(kept_shapes) != 1:
@@ -254,9 +390,23 @@ def _uniform_counts(
     candidates = [
         k for k in range(len(first.head_order) + 1) if _heads_valid(*heads_after(k), hidden_size, must_divide_hidden)
     ]
-    for k_heads in sorted(candidates, key=lambda k: (abs(k - preferred), k)):
+
+    def channels_for(k_heads: int) -> int:
         needed = budget - len(indices) * k_heads * first.head_cost
-        k_channels = max(0, math.ceil(needed / (len(indices) * first.channel_cost)))
+        return max(0, math.ceil(needed / (len(indices) * first.channel_cost)))
+
+    def total_cost(k_heads: int) -> float:
+        k_channels = channels_for(k_heads)
+        if k_channels > len(first.channel_order):
+            return math.inf
+        return sum(
+            float(units[i].head_scores[:k_heads].sum() + units[i].channel_scores[:k_channels].sum()) for i in indices
+        )
+
+    if by_cost:
+        preferred = min(candidates, key=lambda k: (total_cost(k), k))
+    for k_heads in sorted(candidates, key=lambda k: (abs(k - preferred), k)):
+        k_channels = channels_for(k_heads)
         if k_channels <= len(first.channel_order):
             if k_heads != preferred:
                 report.notes.append(

@@ -20,8 +20,13 @@ class FamilySpec:
     model_type: str
     #: Path from the CausalLM to the ModuleList of decoder blocks.
     layers_path: str = "model.layers"
+    #: The norm applied to the last block's output before the output head.
+    final_norm: str = "model.norm"
     attention: str = "self_attn"
     mlp: str = "mlp"
+    #: Pre-norm residual block: out = h + mlp(post_norm(h)), h = x + attention(input_norm(x)).
+    input_norm: str = "input_layernorm"
+    post_attention_norm: str = "post_attention_layernorm"
     #: Projections whose output rows belong to attention heads (query first, then key and value).
     q_proj: str = "q_proj"
     k_proj: str = "k_proj"

@@ -9,12 +9,11 @@ When a global plan happens to give every block the same widths, the stock config
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
 from typing import Any
-
-from torch import nn
 
 from zhprune_hub.prune.families import FamilySpec
 from zhprune_hub.prune.plan import PruningPlan
@@ -65,23 +64,29 @@ def global_config(config_dict: dict[str, Any], plan: PruningPlan, spec: FamilySp
     return result
 
 
-def save_checkpoint(
-    model: nn.Module,
-    tokenizer: Any,
-    plan: PruningPlan,
-    spec: FamilySpec,
-    layout: str,
-    directory: Path,
-    *,
-    max_shard_size: str = "1GB",
-) -> str:
-    """Write weights (sharded safetensors), config, tokenizer and generation config; return the layout written."""
-    layout = written_layout(plan, layout)
+def pruned_config(config: Any, plan: PruningPlan, spec: FamilySpec, layout: str, dtype: Any) -> Any:
+    """A copy of the base config describing the pruned model (blocks, widths, per-block lists, dtype)."""
+    config = copy.deepcopy(config)
+    kept = plan.kept_layers
+    for key in spec.per_layer_config_lists:
+        values = getattr(config, key, None)
+        if values is not None:
+            setattr(config, key, [values[lp.index] for lp in kept])
+    config.num_hidden_layers = len(kept)
+    config.dtype = dtype
     if layout == "uniform":
-        _set_uniform_widths(model.config, plan)
+        _set_uniform_widths(config, plan)
     else:
-        model.config.head_dim = plan.head_dim
-    model.save_pretrained(directory, max_shard_size=max_shard_size)
+        config.head_dim = plan.head_dim
+    return config
+
+
+def write_config(
+    config: Any, tokenizer: Any, plan: PruningPlan, spec: FamilySpec, layout: str, directory: Path, *, dtype: Any
+) -> str:
+    """Write config.json (stock or `global`), the tokenizer and, for `global`, the modeling code; return the layout."""
+    layout = written_layout(plan, layout)
+    pruned_config(config, plan, spec, layout, dtype).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     if layout == "global":
         config_path = directory / "config.json"

@@ -1,0 +1,186 @@
+"""The sequential engine on tiny models: one block resident, block-wise taylor, compensated cuts, repair."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tests.tiny_models import TEXT, make_tiny_checkpoint
+from zhprune_hub.prune import streaming
+from zhprune_hub.prune.collect import collect
+from zhprune_hub.prune.families import family_for
+from zhprune_hub.prune.importance import prunable_parameters, taylor_scores
+from zhprune_hub.prune.streaming import SafetensorsSource, Streamer, empty_model
+from zhprune_hub.prune.structure import decoder_layers, head_dim_of
+from zhprune_hub.prune.traversal import Traversal
+from zhprune_hub.pruning import REPORT_NAME, PruneConfig, prune_model
+from zhprune_hub.verify import verify_checkpoint
+
+IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 8, 120, 64, 33, 2]])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("seq")
+    return {family: make_tiny_checkpoint(family, root / family, layers=5) for family in ("llama", "qwen2")}
+
+
+@pytest.fixture(scope="module")
+def calibration_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("calib") / "calib.txt"
+    path.write_text("\n\n".join([TEXT] * 12))
+    return path
+
+
+def prune(source: Path, output: Path, calibration: Path, **options) -> dict:
+    settings = dict(calibration=str(calibration), language="en", num_samples=8, seq_len=24, device="cpu")
+    settings.update(options)
+    return prune_model(PruneConfig(model=str(source), output=output, **settings), log=lambda _m: None).report
+
+
+def test_only_one_decoder_block_is_ever_resident(tiny, calibration_file, tmp_path, monkeypatch):
+    resident: set[int] = set()
+    most = [0]
+    load, release = Streamer.load, Streamer.release
+
+    def spy_load(self, module, prefix):
+        load(self, module, prefix)
+        if ".layers." in f"{prefix}.":
+            resident.add(id(module))
+            most[0] = max(most[0], len(resident))
+
+    def spy_release(module):
+        resident.discard(id(module))
+        release(module)
+
+    monkeypatch.setattr(Streamer, "load", spy_load)
+    monkeypatch.setattr(Streamer, "release", staticmethod(spy_release))
+    report = prune(tiny["qwen2"], tmp_path / "out", calibration_file, ratio=0.2)
+    assert report["method"] == "obs" and most[0] == 1 and not resident
+
+
+def test_blockwise_taylor_scores_equal_whole_model_gradients(tiny, calibration_file, monkeypatch):
+    """Taylor scores gathered block by block (gradients of one block at a time) equal whole-model autograd."""
+    monkeypatch.setattr("zhprune_hub.prune.collect._HEAD_CHUNK", 5)  # the loss in several head calls
+    from tests.tiny_models import tiny_tokenizer
+
+    source = tiny["llama"]
+    tokenizer = tiny_tokenizer()
+    ids = torch.tensor(tokenizer(TEXT)["input_ids"][:48]).reshape(4, 12)
+
+    model = AutoModelForCausalLM.from_pretrained(source).eval()
+    spec = family_for(model.config.model_type)
+    head_dim = head_dim_of(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layers = decoder_layers(model, spec)
+    prunable = [p for layer in layers for p in prunable_parameters(layer, spec)]
+    for p in prunable:
+        p.requires_grad_(True)
+    for start in range(0, 4, 2):  # two batches: gradients of the per-batch mean loss, summed
+        batch = ids[start : start + 2]
+        model(input_ids=batch, labels=batch, use_cache=False).loss.backward()
+    expected = [taylor_scores(layer, spec, head_dim, {id(p): p.grad for p in layer.parameters()}) for layer in layers]
+
+    skeleton = empty_model(model.config, trust_remote_code=False)
+    streamer = Streamer(skeleton, SafetensorsSource(source), device=torch.device("cpu"), dtype=torch.float32)
+    traversal = Traversal(skeleton, spec, streamer, batch_size=2)
+    evidence = collect(
+        traversal, "taylor", traversal.embed(ids), head_unit="group", head_dim=head_dim, seed=0,
+        scratch=Path("/nonexistent"), labels=ids,
+    )  # fmt: skip
+    for got, want in zip((b.scores for b in evidence.blocks), expected, strict=True):
+        for field in ("heads", "kv_heads", "channels"):
+            torch.testing.assert_close(getattr(got, field), getattr(want, field), rtol=1e-4, atol=1e-7)
+
+
+def test_spooled_states_give_the_same_scores(tiny, calibration_file, tmp_path, monkeypatch):
+    """With a zero memory budget every block's states go to disk and back; the plan must not change."""
+    in_memory = prune(tiny["llama"], tmp_path / "a", calibration_file, ratio=0.25, method="taylor")
+    monkeypatch.setattr("zhprune_hub.prune.spool.DEFAULT_MEMORY_BUDGET", 0)
+    from zhprune_hub.prune import spool
+
+    original = spool.StateSpool.__init__
+
+    def zero_budget(self, scratch, *, expected_bytes, memory_budget=0):
+        original(self, scratch, expected_bytes=expected_bytes, memory_budget=0)
+        assert self.on_disk
+
+    monkeypatch.setattr(spool.StateSpool, "__init__", zero_budget)
+    on_disk = prune(tiny["llama"], tmp_path / "b", calibration_file, ratio=0.25, method="taylor")
+    assert on_disk["layers"] == in_memory["layers"]
+    assert not list((tmp_path / "b").rglob("states-*.pt"))
+
+
+@pytest.mark.parametrize("layout", ["global", "uniform"])
+@pytest.mark.parametrize("head_unit", ["group", "query"])
+def test_compensated_default_meets_the_target_and_verifies(tiny, calibration_file, tmp_path, layout, head_unit):
+    out = tmp_path / "out"
+    report = prune(tiny["qwen2"], out, calibration_file, ratio=0.3, layout=layout, head_unit=head_unit)
+    assert report["parameters"]["removed_fraction_of_total"] >= 0.3
+    assert report["repair"]["enabled"] is True
+    assert verify_checkpoint(out, base=str(tiny["qwen2"])).ok
+    if report["layout"] == "uniform":
+        assert len({(lp["num_heads"], lp["intermediate_size"]) for lp in report["layers"]}) == 1
+
+
+def test_repair_lowers_every_block_error_and_is_what_the_checkpoint_holds(tiny, calibration_file, tmp_path):
+    out = tmp_path / "out"
+    report = prune(tiny["llama"], out, calibration_file, ratio=0.3, method="taylor")
+    for layer in report["layers"]:
+        down = layer["repair"]["down_proj"]
+        assert down["error_repaired"] <= down["error_cut"]
+    assert any(layer["repair"]["down_proj"]["error_repaired"] < 0.9 * layer["repair"]["down_proj"]["error_cut"]
+               for layer in report["layers"])  # fmt: skip
+    unrepaired = tmp_path / "plain"
+    plain = prune(tiny["llama"], unrepaired, calibration_file, ratio=0.3, method="taylor", repair=False)
+    assert plain["layers"][0]["kept_channels"] == report["layers"][0]["kept_channels"]
+    assert plain["repair"]["enabled"] is False
+
+    # The repaired checkpoint differs from the plain cut only in o_proj/down_proj weights.
+    from safetensors.torch import load_file
+
+    repaired, sliced = load_file(out / "model.safetensors"), load_file(unrepaired / "model.safetensors")
+    assert repaired.keys() == sliced.keys()
+    changed = {name for name in repaired if not torch.equal(repaired[name], sliced[name])}
+    assert changed and all(name.endswith(("o_proj.weight", "down_proj.weight")) for name in changed)
+
+
+def test_sharded_output_has_an_index_and_reloads(tiny, calibration_file, tmp_path):
+    out = tmp_path / "out"
+    prune(tiny["qwen2"], out, calibration_file, ratio=0.2, max_shard_size="40KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert len(shards) > 1 and set(index["weight_map"].values()) == set(shards)
+    assert not (out / streaming.__name__).exists() and not list(out.glob(".zhprune-*"))
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert torch.isfinite(model(input_ids=IDS).logits).all()
+    assert json.loads((out / REPORT_NAME).read_text())["parameters"]["after"]["total"] == sum(
+        p.numel() for p in model.parameters()
+    )
+
+
+def test_verify_checks_slices_against_the_base_without_loading_either_model(tiny, calibration_file, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    out = tmp_path / "out"
+    prune(tiny["qwen2"], out, calibration_file, ratio=0.25, method="taylor")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("verify must not load a whole model")
+
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", refuse)
+    checks = {c.name: c for c in verify_checkpoint(out, base=str(tiny["qwen2"])).checks}
+    assert checks["plan"].ok and "re-fitted" in checks["plan"].detail
+    assert checks["reload"].ok and checks["base-counts"].ok
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(out / "model.safetensors")
+    tensors["model.layers.1.self_attn.k_proj.bias"][0] += 1.0
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    checks = {c.name: c for c in verify_checkpoint(out, base=str(tiny["qwen2"])).checks}
+    assert not checks["plan"].ok and "model.layers.1.self_attn.k_proj.bias" in checks["plan"].detail

@@ -1,0 +1,97 @@
+"""Compensated removal and least-squares repair against brute-force linear algebra."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zhprune_hub.prune import obs
+
+
+def problem(n: int = 400, d_in: int = 12, d_out: int = 5, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    # Correlated inputs, so that compensation matters.
+    mix = torch.randn(d_in, d_in, generator=generator, dtype=torch.float64)
+    x = torch.randn(n, d_in, generator=generator, dtype=torch.float64) @ mix
+    w = torch.randn(d_out, d_in, generator=generator, dtype=torch.float64)
+    return x, w, x.T @ x
+
+
+def refit_error(x: torch.Tensor, w: torch.Tensor, kept: list[int]) -> float:
+    """‖X_K W'ᵀ − X Wᵀ‖² with W' the exact least-squares fit of the kept columns."""
+    target = x @ w.T
+    solution = torch.linalg.lstsq(x[:, kept], target).solution
+    return float(((x[:, kept] @ solution - target) ** 2).sum())
+
+
+def test_single_column_cost_is_the_error_left_after_refitting():
+    x, w, h = problem()
+    hinv = torch.linalg.inv(h)
+    for j in range(w.shape[1]):
+        predicted = float((w[:, j] ** 2).sum() / hinv[j, j])
+        kept = [c for c in range(w.shape[1]) if c != j]
+        assert predicted == pytest.approx(refit_error(x, w, kept), rel=1e-8)
+
+
+def test_group_cost_is_the_error_left_after_refitting():
+    x, w, h = problem()
+    hinv = torch.linalg.inv(h)
+    cols = torch.tensor([2, 3, 7])
+    kept = [c for c in range(w.shape[1]) if c not in cols.tolist()]
+    assert obs.group_cost(w, hinv, cols, None) == pytest.approx(refit_error(x, w, kept), rel=1e-8)
+
+
+def test_greedy_removal_one_column_per_step_is_exact_greedy():
+    x, w, h = problem(seed=1)
+    removal = obs.remove_columns(w, torch.linalg.inv(h), 4, steps=4)
+    kept = list(range(w.shape[1]))
+    for j, cost in zip(removal.order, removal.costs, strict=True):
+        # Each pick is the column whose removal (with refit) leaves the least error given the ones already gone.
+        errors = {c: refit_error(x, w, [k for k in kept if k != c]) for c in kept}
+        best = min(errors, key=errors.get)
+        assert j == best
+        before = refit_error(x, w, kept)
+        kept.remove(j)
+        assert cost == pytest.approx(errors[best] - before, rel=1e-6, abs=1e-9)
+
+
+def test_fewer_steps_still_remove_the_requested_count_of_distinct_columns():
+    _, w, h = problem(d_in=40, seed=2)
+    removal = obs.remove_columns(w, torch.linalg.inv(h), 25, steps=3)
+    assert len(set(removal.order)) == 25
+
+
+def test_row_weights_change_which_column_goes():
+    _, w, h = problem(seed=3)
+    plain = obs.remove_columns(w, torch.linalg.inv(h), 1, steps=1).order[0]
+    weights = torch.full((w.shape[0],), 1e-6, dtype=torch.float64)
+    # Make only the row that column `plain` hurts least count: the choice must move.
+    per_row = w**2 / torch.linalg.inv(h).diagonal()
+    row = int(per_row[:, plain].argmax())
+    weights[row] = 1.0
+    weighted = obs.remove_columns(w, torch.linalg.inv(h), 1, row_weight=weights, steps=1).order[0]
+    assert weighted == int(per_row[row].argmin())
+
+
+def test_least_squares_matches_lstsq_with_negligible_damping():
+    x, w, h = problem()
+    kept = torch.tensor([0, 1, 4, 5, 8, 9, 10])
+    fitted, used = obs.least_squares(h, w @ h, kept, damping=1e-12)
+    expected = torch.linalg.lstsq(x[:, kept], x @ w.T).solution.T
+    assert used == 1e-12
+    torch.testing.assert_close(fitted, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_singular_hessian_is_dampened_more_until_it_factors():
+    h = torch.zeros(4, 4, dtype=torch.float64)
+    h[0, 0] = 1.0  # three dead inputs: singular, and the mean diagonal is tiny
+    inverse, used = obs.damped_cholesky_inverse(h, damping=0.0)
+    assert used > 0.0 and torch.isfinite(inverse).all()
+    inverse, used = obs.damped_cholesky_inverse(h, damping=1e-3)
+    assert used == 1e-3 and torch.isfinite(inverse).all()
+
+
+def test_hessian_that_never_factors_is_one_sentence():
+    h = -100 * torch.eye(3, dtype=torch.float64)
+    with pytest.raises(obs.SolveError, match="singular"):
+        obs.damped_cholesky_inverse(h, damping=0.01)

@@ -1,0 +1,205 @@
+"""Pass 2 for one block: cut its heads and channels on the pruned model's inputs, then repair it.
+
+The block sees the hidden states that the already pruned blocks before it produce, so it can
+absorb their error. Attention first: the inputs of o_proj give H = XᵀX; the heads to drop are
+either fixed by a ranking plan or chosen by compensated cost; the kept columns of o_proj are
+re-fitted by damped least squares so the block's attention output on these inputs stays what the
+dense weights give. Then the MLP, on the repaired attention's output, the same way through
+down_proj. Inputs to q/k/v and gate/up are never changed; biases of q/k/v (and gate/up) follow
+their rows; an output projection's bias keeps its size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from zhprune_hub.prune import obs
+from zhprune_hub.prune.allocation import BlockBudget
+from zhprune_hub.prune.plan import LayerPlan
+from zhprune_hub.prune.statistics import capture_input, gram
+from zhprune_hub.prune.structure import attention_of, layer_shape, mlp_of
+from zhprune_hub.prune.surgery import head_rows, slice_linear
+from zhprune_hub.prune.traversal import States, Traversal
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    repair: bool = True
+    damping: float = obs.DEFAULT_DAMPING
+
+
+@dataclass(frozen=True)
+class ProjectionRecord:
+    """How much of a projection's output on calibration inputs the cut changed, before/after repair."""
+
+    error_cut: float
+    error_repaired: float
+    damping: float
+
+
+def _relative_error(w: torch.Tensor, h: torch.Tensor, w_new: torch.Tensor, kept: torch.Tensor) -> float:
+    """‖X_K W'ᵀ − X Wᵀ‖² / ‖X Wᵀ‖² from H alone (no activations kept)."""
+    w, w_new = w.to(h.dtype), w_new.to(h.dtype)
+    reference = (w @ h * w).sum()
+    cross = (w_new @ h[kept, :] * w).sum()
+    own = (w_new @ h[kept][:, kept] * w_new).sum()
+    return float((reference - 2 * cross + own) / reference.clamp_min(torch.finfo(h.dtype).tiny))
+
+
+def _refit(
+    weight: torch.Tensor, h: torch.Tensor, kept: torch.Tensor, settings: RepairSettings
+) -> tuple[torch.Tensor, ProjectionRecord]:
+    """The kept columns, re-fitted (or merely sliced without repair), and the error record."""
+    sliced = weight[:, kept]
+    cut_error = _relative_error(weight, h, sliced, kept)
+    if not settings.repair or kept.numel() == weight.shape[1]:
+        return sliced, ProjectionRecord(cut_error, cut_error, 0.0)
+    fitted, used = obs.least_squares(h, weight.to(h.dtype) @ h, kept, damping=settings.damping)
+    repaired_error = _relative_error(weight, h, fitted, kept)
+    if repaired_error > cut_error:
+        # A solve that overfits (too few tokens for the width) is worse than no repair: keep the slice.
+        return sliced, ProjectionRecord(cut_error, cut_error, used)
+    return fitted.to(weight.dtype), ProjectionRecord(cut_error, repaired_error, used)
+
+
+def _choose_heads(
+    o_weight: torch.Tensor,
+    h: torch.Tensor,
+    budget: BlockBudget,
+    *,
+    num_heads: int,
+    num_kv_heads: int,
+    head_unit: str,
+    head_dim: int,
+    row_weight: torch.Tensor | None,
+    damping: float,
+) -> tuple[list[int], list[int]]:
+    """Kept query heads and KV heads when `budget.head_units` units go, chosen by compensated cost."""
+    group = num_heads // num_kv_heads
+    if budget.head_units == 0:
+        return list(range(num_heads)), list(range(num_kv_heads))
+    hinv, _ = obs.damped_cholesky_inverse(h, damping)
+    w = o_weight.to(hinv.dtype)
+    rw = None if row_weight is None else row_weight.to(hinv)
+    if head_unit == "group":
+        cols = [head_rows(list(range(j * group, (j + 1) * group)), head_dim, w.device) for j in range(num_kv_heads)]
+        gone_kv = set(obs.remove_column_groups(w, hinv, cols, budget.head_units, row_weight=rw).order)
+        kept_kv = [j for j in range(num_kv_heads) if j not in gone_kv]
+        return [j * group + r for j in kept_kv for r in range(group)], kept_kv
+    gone: set[int] = set()
+    for j in range(num_kv_heads):
+        cols = [head_rows([j * group + r], head_dim, w.device) for r in range(group)]
+        order = obs.remove_column_groups(w, hinv.clone(), cols, budget.head_units, row_weight=rw).order
+        gone.update(j * group + r for r in order)
+    return [q for q in range(num_heads) if q not in gone], list(range(num_kv_heads))
+
+
+def _choose_channels(
+    down_weight: torch.Tensor, h: torch.Tensor, count: int, row_weight: torch.Tensor | None, damping: float
+) -> list[int]:
+    if count == 0:
+        return list(range(down_weight.shape[1]))
+    hinv, _ = obs.damped_cholesky_inverse(h, damping)
+    rw = None if row_weight is None else row_weight.to(hinv)
+    gone = set(obs.remove_columns(down_weight.to(hinv.dtype), hinv, count, row_weight=rw).order)
+    return [c for c in range(down_weight.shape[1]) if c not in gone]
+
+
+def _with_weight(linear: nn.Linear, weight: torch.Tensor) -> nn.Linear:
+    linear.weight = nn.Parameter(weight.to(linear.weight.dtype).contiguous(), requires_grad=False)
+    return linear
+
+
+def cut_block(
+    traversal: Traversal,
+    index: int,
+    block: nn.Module,
+    states: States,
+    decision: LayerPlan | BlockBudget,
+    *,
+    head_unit: str,
+    head_dim: int,
+    settings: RepairSettings,
+    fisher_attention: torch.Tensor | None = None,
+    fisher_mlp: torch.Tensor | None = None,
+) -> tuple[States, LayerPlan, dict[str, ProjectionRecord]]:
+    """Prune block `index` in place and return its outputs on `states`, what it kept, and repair records.
+
+    `decision` is either a ranking plan's LayerPlan (which units go is fixed) or a BlockBudget
+    (how many go; chosen here by compensated cost, weighted by the given Fisher diagonals).
+    """
+    spec = traversal.spec
+    attention, mlp = attention_of(block, spec), mlp_of(block, spec)
+    input_norm, post_norm = getattr(block, spec.input_norm), getattr(block, spec.post_attention_norm)
+    shape = layer_shape(block, spec, head_dim)
+    device = traversal.device
+
+    with torch.no_grad():
+        # --- attention: o_proj's inputs on the pruned stream
+        o_proj = getattr(attention, spec.o_proj)
+        head_inputs: States = []
+        h_o = None
+        for x in states:
+            x = x.to(device)
+            _, a = capture_input(
+                o_proj, lambda x=x: attention(hidden_states=input_norm(x), **traversal.kwargs(index, x))
+            )
+            head_inputs.append(a.to(traversal.state_device))
+            h_o = gram(a, h_o)
+        h_o = obs.for_solving(h_o)
+        if isinstance(decision, BlockBudget):
+            kept_heads, kept_kv = _choose_heads(
+                o_proj.weight,
+                h_o,
+                decision,
+                num_heads=shape.num_heads,
+                num_kv_heads=shape.num_kv_heads,
+                head_unit=head_unit,
+                head_dim=head_dim,
+                row_weight=fisher_attention,
+                damping=settings.damping,
+            )
+        else:
+            kept_heads, kept_kv = decision.kept_heads, decision.kept_kv_heads
+        q_rows = head_rows(kept_heads, head_dim, device)
+        kv_rows = head_rows(kept_kv, head_dim, device)
+        o_weight, o_record = _refit(o_proj.weight.detach(), h_o, q_rows, settings)
+        del h_o
+        for name, rows in ((spec.q_proj, q_rows), (spec.k_proj, kv_rows), (spec.v_proj, kv_rows)):
+            setattr(attention, name, slice_linear(getattr(attention, name), rows=rows))
+        new_o = _with_weight(slice_linear(o_proj, cols=q_rows), o_weight)
+        setattr(attention, spec.o_proj, new_o)
+        # repeat_kv in the attention kernels reads this; heads per KV group may have changed.
+        attention.num_key_value_groups = len(kept_heads) // len(kept_kv)
+        middles: States = []
+        for x, a in zip(states, head_inputs, strict=True):
+            middles.append((x.to(device) + new_o(a.to(device)[..., q_rows])).to(traversal.state_device))
+        del head_inputs
+
+        # --- MLP: down_proj's inputs after the repaired attention
+        down = getattr(mlp, spec.down_proj)
+        h_d = None
+        for m in middles:
+            _, z = capture_input(down, lambda m=m: mlp(post_norm(m.to(device))))
+            h_d = gram(z, h_d)
+            del z
+        h_d = obs.for_solving(h_d)
+        if isinstance(decision, BlockBudget):
+            kept_channels = _choose_channels(down.weight, h_d, decision.channels, fisher_mlp, settings.damping)
+        else:
+            kept_channels = decision.kept_channels
+        channels = torch.tensor(kept_channels, dtype=torch.long, device=device)
+        down_weight, down_record = _refit(down.weight.detach(), h_d, channels, settings)
+        del h_d
+        for name in spec.channel_projections:
+            setattr(mlp, name, slice_linear(getattr(mlp, name), rows=channels))
+        setattr(mlp, spec.down_proj, _with_weight(slice_linear(down, cols=channels), down_weight))
+        if hasattr(mlp, "intermediate_size"):
+            mlp.intermediate_size = len(kept_channels)
+        outputs = [(m.to(device) + mlp(post_norm(m.to(device)))).to(traversal.state_device) for m in middles]
+
+    plan = LayerPlan(index=index, kept_heads=kept_heads, kept_kv_heads=kept_kv, kept_channels=kept_channels)
+    return outputs, plan, {"o_proj": o_record, "down_proj": down_record}
