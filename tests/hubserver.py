@@ -110,6 +110,18 @@ class RequestRecord:
     status: int
 
 
+@dataclass(frozen=True)
+class CommitRequest:
+    """What one commit POST asked for (paths only, never contents or headers)."""
+
+    repo_id: str
+    revision: str
+    create_pr: bool
+    parent_commit: str | None
+    added: tuple[str, ...]
+    deleted: tuple[str, ...]
+
+
 class Reply(Exception):
     """An HTTP error reply, raised inside a route."""
 
@@ -140,8 +152,12 @@ class HubServer:
         drop_lfs_uploads: shorthand that sets lfs_put_faults to n drops.
         tamper_next_commit: path -> bytes stored instead of what the next commit sent (a broken
             mirror), for testing verification after a push.
+        race_next_commit: path -> bytes that another client commits to the target branch just before
+            the next commit request is processed (a concurrent publish): a commit whose
+            `parentCommit` was the old head then gets the Hub's HTTP 412.
 
-    Counters: commits_made, lfs_uploads, requests (list of RequestRecord).
+    Counters: commits_made, lfs_uploads, requests (list of RequestRecord), commit_requests (one
+    CommitRequest per commit POST that reached the route: target, parentCommit, added and deleted paths).
     """
 
     def __init__(
@@ -164,9 +180,11 @@ class HubServer:
         self.fail_next: dict[str, int] = {}
         self.lfs_put_faults: collections.deque[str | int] = collections.deque()
         self.tamper_next_commit: dict[str, bytes] = {}
+        self.race_next_commit: dict[str, bytes] = {}
         self.commits_made = 0
         self.lfs_uploads = 0
         self.requests: list[RequestRecord] = []
+        self.commit_requests: list[CommitRequest] = []
         self._seq = 0
         self._upload_sig = secrets.token_hex(16)
         self._httpd: ThreadingHTTPServer | None = None
@@ -240,6 +258,18 @@ class HubServer:
             repo.refs["main"] = self._new_commit(repo, None, tree, "initial commit", "", self.user).oid
             self.repos[repo_id] = repo
             return repo
+
+    def commit(self, repo_id: str, files: dict[str, bytes], *, revision: str = "main", title: str = "other") -> str:
+        """Commit regular files server-side, as another client would; returns the new head."""
+        with self.lock:
+            repo = self.repos[repo_id]
+            base = self._resolve(repo, revision)
+            tree = dict(base.tree)
+            for path, data in files.items():
+                tree[path] = FileEntry(self._store(data), len(data), False, git_blob_sha1(data))
+            commit = self._new_commit(repo, base.oid, tree, title, "", self.user)
+            repo.refs[unquote(revision)] = commit.oid
+            return commit.oid
 
     def head(self, repo_id: str, revision: str = "main") -> str | None:
         with self.lock:
@@ -694,15 +724,29 @@ class _Handler(BaseHTTPRequestHandler):
         if not lines or lines[0].get("key") != "header":
             raise Reply(400, "first NDJSON line must be the header")
         header = lines[0]["value"]
+        hub.commit_requests.append(
+            CommitRequest(
+                repo_id=repo_id,
+                revision=unquote(revision),
+                create_pr=create_pr,
+                parent_commit=header.get("parentCommit"),
+                added=tuple(ln["value"]["path"] for ln in lines[1:] if ln.get("key") in ("file", "lfsFile")),
+                deleted=tuple(ln["value"]["path"] for ln in lines[1:] if str(ln.get("key")).startswith("deleted")),
+            )
+        )
         with hub.lock:
             user = hub._user(self.headers, write=True)
             repo = hub._repo(repo_id, user)
             branch = unquote(revision)
             if branch not in repo.refs:
                 raise Reply(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+            if hub.race_next_commit:
+                hub.commit(repo_id, hub.race_next_commit, revision=branch, title="a concurrent commit")
+                hub.race_next_commit = {}
             parent = header.get("parentCommit")
             if parent is not None and not create_pr and not repo.refs[branch].startswith(parent):
-                raise Reply(412, f"parentCommit {parent} is not the head of {branch}")
+                # the Hub's own answer when the branch moved since the client read it
+                raise Reply(412, "A commit has happened since. Please refresh and try again.")
             base = hub._resolve(repo, parent) if parent is not None else repo.commits[repo.refs[branch]]
             tree = dict(base.tree)
             for line in lines[1:]:

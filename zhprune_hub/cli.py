@@ -320,7 +320,7 @@ def card_cmd(
     ] = None,
 ) -> None:
     """Render README.md (model card) and the per-layer picture into DIR, and copy the results beside them."""
-    from zhprune_hub.publish import card_into
+    from zhprune_hub.repo_assembly import card_into
 
     readme, ctx = card_into(directory, base=base, results_path=results, repo_id=repo_id)
     typer.echo(ctx.metrics_table)
