@@ -256,3 +256,20 @@ def test_no_token_fails_before_pruning(prepared, tmp_path, shared_data, monkeypa
         monkeypatch, capsys,
     )  # fmt: skip
     assert code == 3 and "No Hub token found" in err and not (tmp_path / "w").exists()
+
+
+def test_card_command_names_no_local_path_and_carries_the_licence(prepared, tmp_path, shared_data, monkeypatch, capsys):
+    base, work, outcome = prepared
+    checkpoint = tmp_path / "pruned-checkpoint"
+    shutil.copytree(Path(outcome.work_dir) / "prune" / "model", checkpoint)
+    results = Path(outcome.work_dir) / "evaluate" / "zhprune_results.json"
+    assert str(shared_data) in results.read_text()  # the local results do name the data directory
+
+    code, out, err = _cli(["card", str(checkpoint), "--base", str(base), "--results", str(results)], monkeypatch, capsys)
+
+    assert code == 0, err
+    readme = (checkpoint / "README.md").read_text()
+    for local in (str(base), str(shared_data), str(tmp_path), str(work)):
+        assert local not in readme and local not in (checkpoint / "zhprune_results.json").read_text()
+    assert f"- Base model: `{base.name}`." in readme and "zhprune-hub prune base --output pruned-checkpoint" in readme
+    assert (checkpoint / "LICENSE").read_text() == LICENCE_FILES["LICENSE"]
