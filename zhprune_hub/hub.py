@@ -111,6 +111,41 @@ def pull(
     return Path(path), commit
 
 
+def resolve_commit(
+    repo_id: str, *, revision: str | None = None, endpoint: str | None = None, token: str | bool | None = None
+) -> str:
+    """The commit id a model's revision (branch, tag or commit; main when None) points to now.
+
+    Raises:
+        ModelSourceError: the repository or revision does not exist, or the Hub cannot be reached.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    endpoint = resolve_endpoint(endpoint)
+    where = endpoint or DEFAULT_ENDPOINT
+    try:
+        sha = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision).sha
+    except RevisionNotFoundError:
+        raise ModelSourceError(
+            f"Revision {revision!r} does not exist in {repo_id!r}; pass an existing branch, tag or commit."
+        ) from None
+    except GatedRepoError:
+        raise ModelSourceError(f"Model {repo_id!r} is gated; accept its terms on the Hub and set HF_TOKEN.") from None
+    except RepositoryNotFoundError:
+        raise ModelSourceError(
+            f"Model {repo_id!r} was not found on {where}; check the id (and HF_TOKEN for a private model)."
+        ) from None
+    except Exception as exc:
+        reason = failure_reason(exc, where)
+        if reason is None:
+            raise
+        raise ModelSourceError(f"The revision of {repo_id!r} could not be read from {where} ({reason}).") from exc
+    if not sha:
+        raise ModelSourceError(f"{where} named no commit for {repo_id!r} at {revision or 'main'!r}.")
+    return sha
+
+
 @dataclass(frozen=True)
 class HubUrls:
     """Browser URLs of a repo and, when known, of one commit."""
@@ -257,7 +292,7 @@ def _push_error(
             f"{(head_before or '?')[:8]} to {(now or '?')[:8]} after it was read: nothing was overwritten and the "
             "local folder is kept, so look at that commit and run the push again."
         )
-    reason = _failure_reason(exc, where)
+    reason = failure_reason(exc, where)
     if reason is None:
         return exc
     state = _target_state(api, repo_id, target, head_before)
@@ -292,7 +327,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def _failure_reason(exc: BaseException, where: str) -> str | None:
+def failure_reason(exc: BaseException, where: str) -> str | None:
     """A short, token-free reason for a known push failure shape; None for anything else (a bug)."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -342,7 +377,7 @@ def _verify_remote(
     try:
         remote = _remote_files(api, repo_id, commit)
     except Exception as exc:
-        reason = _failure_reason(exc, where)
+        reason = failure_reason(exc, where)
         if reason is None:
             raise
         raise HubError(

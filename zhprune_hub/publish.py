@@ -40,6 +40,7 @@ class VariantOutcome:
     repo_id: str
     status: Status
     work_dir: str
+    id: str = ""
     failed_stage: str | None = None
     error: str | None = None
     repo_url: str | None = None
@@ -51,10 +52,12 @@ class VariantOutcome:
     ppl_delta: float | None = None
     deltas_markdown: str = ""
     base_evaluation: str | None = None
+    metrics: dict[str, Any] | None = None
     stages: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "name": self.name,
             "repo_id": self.repo_id,
             "status": self.status,
@@ -69,6 +72,7 @@ class VariantOutcome:
             "ppl_delta": self.ppl_delta,
             "deltas_markdown": self.deltas_markdown,
             "base_evaluation": self.base_evaluation,
+            "metrics": self.metrics,
         }
 
 
@@ -111,13 +115,11 @@ def _resumable(run: StageRun, stage: str, stage_digest: str) -> dict[str, Any] |
     return record
 
 
-def _run_stages(run: StageRun, outcome: VariantOutcome, *, dry_run: bool) -> None:
-    """Each stage in order: resumed from its marker, or run and marked; stop at the first failure."""
+def _run_stages(run: StageRun, outcome: VariantOutcome, *, stages: tuple[str, ...] = STAGES) -> None:
+    """Each of `stages` in order: resumed from its marker, or run and marked; stop at the first failure."""
     variant, ws, reporter = run.variant, run.ws, run.reporter
     chain: dict[str, Any] = {}
-    for stage in STAGES:
-        if stage == "push" and dry_run:
-            break
+    for stage in stages:
         stage_digest = digest({"stage": stage, "inputs": stage_inputs(run, stage), "upstream": chain})
         record = _resumable(run, stage, stage_digest)
         if record is not None:
@@ -162,6 +164,7 @@ def _fill(outcome: VariantOutcome, outputs: dict[str, dict[str, Any]]) -> None:
     if card is not None:
         outcome.results, outcome.card, outcome.repo_dir = card["results_path"], card["readme_path"], card["repo_dir"]
         outcome.ppl_delta, outcome.deltas_markdown = card["ppl_delta"], card["deltas_markdown"]
+        outcome.metrics = card.get("metrics")
     if push is not None:
         outcome.status = "published" if push["changed"] else "unchanged"
         outcome.repo_url, outcome.commit_url, outcome.pr_url = push["repo_url"], push["commit_url"], push["pr_url"]
@@ -183,25 +186,96 @@ def publish_variant(
         base_results_dir: where base-model results are looked up and stored; default
             `<work_dir>/base-results`, shared by the variants of one work directory.
     """
-    reporter = reporter or Reporter()
-    work_dir = Path(work_dir).expanduser().resolve()
-    ws = Workspace(work_dir / variant.plan_hash())
-    outcome = VariantOutcome(name=variant.name, repo_id=variant.repo_id, status="dry-run", work_dir=str(ws.root))
-    reporter.variant_start(variant, ws.root)
-    run = StageRun(
-        variant=variant, ws=ws, reporter=reporter, endpoint=endpoint, token=token,
-        base_results_dir=Path(base_results_dir).expanduser().resolve() if base_results_dir else work_dir / BASE_RESULTS_DIR,
-    )  # fmt: skip
-    try:
-        with ws.lock(label=f"variant {variant.name!r} ({variant.repo_id})"):
-            write_json(ws.root / "plan.json", {"plan_hash": variant.plan_hash(), **variant.model_dump(mode="json")})
-            _run_stages(run, outcome, dry_run=dry_run)
-    except WorkspaceBusyError as exc:
-        reporter.log(str(exc))
-        outcome.status, outcome.failed_stage, outcome.error = "failed", "lock", str(exc)
-        return outcome
-    _fill(outcome, run.outputs)
+    run = _stage_run(variant, work_dir, reporter or Reporter(), endpoint, token, base_results_dir)
+    outcome = VariantOutcome(
+        id=variant.id, name=variant.name, repo_id=variant.repo_id, status="dry-run", work_dir=str(run.ws.root)
+    )
+    run.reporter.variant_start(variant, run.ws.root)
+    _locked(run, outcome, stages=STAGES[:-1] if dry_run else STAGES)
+    if outcome.failed_stage != "lock":
+        _fill(outcome, run.outputs)
     return outcome
+
+
+def _stage_run(
+    variant: Variant,
+    work_dir: Path,
+    reporter: Reporter,
+    endpoint: str | None,
+    token: str | None,
+    base_results_dir: Path | None,
+) -> StageRun:
+    work_dir = Path(work_dir).expanduser().resolve()
+    shared = Path(base_results_dir).expanduser().resolve() if base_results_dir else work_dir / BASE_RESULTS_DIR
+    return StageRun(
+        variant=variant, ws=Workspace(work_dir / variant.plan_hash()), reporter=reporter, endpoint=endpoint,
+        token=token, base_results_dir=shared,
+    )  # fmt: skip
+
+
+def _locked(run: StageRun, outcome: VariantOutcome, *, stages: tuple[str, ...]) -> None:
+    """Run `stages` holding the variant's work directory; a busy one fails the outcome at `lock`."""
+    variant = run.variant
+    try:
+        with run.ws.lock(label=f"variant {variant.name!r} ({variant.repo_id})"):
+            write_json(run.ws.root / "plan.json", {"plan_hash": variant.plan_hash(), **variant.model_dump(mode="json")})
+            _run_stages(run, outcome, stages=stages)
+    except WorkspaceBusyError as exc:
+        run.reporter.log(str(exc))
+        outcome.status, outcome.failed_stage, outcome.error = "failed", "lock", str(exc)
+
+
+@dataclass
+class BaseOutcome:
+    """What evaluating one variant's base did: `computed` or `reused`, and where the result lies."""
+
+    id: str
+    base: str
+    status: Literal["computed", "reused", "failed"]
+    path: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "base": self.base, "status": self.status, "path": self.path, "error": self.error}
+
+
+def evaluate_bases(
+    variants: list[Variant],
+    *,
+    work_dir: Path = DEFAULT_WORK_DIR,
+    base_results_dir: Path | None = None,
+    reporter: Reporter | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> list[BaseOutcome]:
+    """Pull and evaluate each variant's base once into the base-results store (a base-evaluation job).
+
+    Variants that share a base and a protocol share one entry: the first computes it, the others find it.
+    """
+    from zhprune_hub.stages import base_results
+
+    reporter = reporter or Reporter()
+    outcomes = []
+    try:
+        for variant in variants:
+            run = _stage_run(variant, work_dir, reporter, endpoint, token, base_results_dir)
+            pulled = VariantOutcome(id=variant.id, name=variant.name, repo_id=variant.repo_id, status="dry-run",
+                                    work_dir=str(run.ws.root))  # fmt: skip
+            reporter.variant_start(variant, run.ws.root)
+            _locked(run, pulled, stages=("pull",))
+            if pulled.status == "failed":
+                outcomes.append(BaseOutcome(variant.id, variant.model, "failed", error=pulled.error))
+                continue
+            name = run.outputs["pull"]["public_name"]
+            try:
+                _, how, path = base_results(run)
+            except ZhpruneError as exc:
+                outcomes.append(BaseOutcome(variant.id, name, "failed", error=str(exc)))
+                continue
+            outcomes.append(BaseOutcome(variant.id, name, how, path=str(path)))  # type: ignore[arg-type]
+    finally:
+        reporter.close()
+    return outcomes
 
 
 def check_token(token: str | None = None) -> None:

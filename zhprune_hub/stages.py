@@ -215,7 +215,7 @@ def _sources(results: Any) -> list[str]:
     return [p.source for p in results.perplexity] + [z.data_source for z in results.zeroshot]
 
 
-def _base_results(run: StageRun) -> tuple[Any, str, Path]:
+def base_results(run: StageRun) -> tuple[Any, str, Path]:
     """The base model's results: from the store when an equal measurement exists, else measured and stored."""
     from zhprune_hub.base_results import BaseResultsStore, base_key
     from zhprune_hub.fingerprint import fingerprint_sources
@@ -254,7 +254,7 @@ def _evaluate(run: StageRun) -> StageResult:
     from zhprune_hub.results import save_results
 
     v, ev = run.variant, run.variant.evaluate
-    base, how, base_path = _base_results(run)
+    base, how, base_path = base_results(run)
     pruned_source = ModelSource(reference=v.repo_id, local_dir=Path(run.outputs["prune"]["model_dir"]))
     pruned = _measure(run, v.repo_id, pruned_source, ppl=[p.dataset for p in base.perplexity])
     protocol = build_protocol(
@@ -268,6 +268,20 @@ def _evaluate(run: StageRun) -> StageResult:
     outputs = {"results_path": str(path), "base_results_path": str(base_path), "base_evaluation": how}
     detail = f"base {how}" + ("" if delta is None else f", perplexity {delta:+.1%}")
     return StageResult(outputs, detail, fingerprint_sources(_sources(base) + _sources(pruned)))
+
+
+def metrics_summary(results: Any, pruned_id: str) -> dict[str, Any]:
+    """Base and pruned parameters and metric values, small enough for the `--json` document."""
+    base, pruned = results.models[0], results.model(pruned_id)
+    return {
+        "base": {
+            "model_id": base.model_id,
+            "commit": base.commit,
+            "parameters": base.parameters,
+            "values": {k: m.value for k, m in base.metrics().items()},
+        },
+        "pruned": {"parameters": pruned.parameters, "values": {k: m.value for k, m in pruned.metrics().items()}},
+    }
 
 
 # --- card, push -------------------------------------------------------------------------------------------
@@ -299,6 +313,7 @@ def _card(run: StageRun) -> StageResult:
         "results_path": str(repo_dir / RESULTS_NAME),
         "ppl_delta": headline_ppl_delta(results, v.repo_id),
         "deltas_markdown": metrics_table(results, v.repo_id),
+        "metrics": metrics_summary(results, v.repo_id),
     }
     return StageResult(outputs, f"{sum(1 for p in repo_dir.rglob('*') if p.is_file())} files in {repo_dir}")
 

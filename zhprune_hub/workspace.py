@@ -41,20 +41,25 @@ def digest(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_json(path: Path, doc: Any) -> Path:
-    """Write JSON atomically: a unique temporary file beside the target, then os.replace."""
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file atomically (0644): a unique temporary file beside the target, then os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+            fh.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: Path, doc: Any) -> Path:
+    """Write JSON atomically (see write_text)."""
+    return write_text(path, json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def is_path_key(key: str) -> bool:

@@ -25,8 +25,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import zhprune_hub
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import make_tiny_checkpoint
 
@@ -91,6 +89,17 @@ def evaluate(expression: str, context: dict) -> str:
 
 def substitute(value: str, context: dict) -> str:
     return EXPRESSION.sub(lambda m: evaluate(m.group(1), context), str(value))
+
+
+CONDITION = re.compile(r"^inputs\.([a-z-]+) (==|!=) '([a-z-]*)'$")
+
+
+def condition_holds(condition: str, context: dict) -> bool:
+    """A step's `if:`, for the one form action.yml uses (`inputs.NAME == 'value'` or `!=`) and no other."""
+    match = CONDITION.match(condition.strip())
+    assert match, f"condition {condition!r} is not supported by this test's evaluator"
+    name, op, value = match.groups()
+    return (context["inputs"][name] == value) == (op == "==")
 
 
 def parse_output_file(path: Path) -> dict[str, str]:
@@ -164,7 +173,10 @@ def run_action(
     context["env"] = base_env
     stdout, stderr, returncode = [], [], 0
     for index, step in enumerate(ACTION["runs"]["steps"]):
-        assert step.get("shell") == "bash" and "run" in step and "if" not in step, step
+        assert step.get("shell") == "bash" and "run" in step, step
+        if "if" in step and not condition_holds(step["if"], context):
+            context["steps"][step["id"]] = {}
+            continue
         output_file = runner_temp / f"output_{index}"
         output_file.touch()
         step_env = {**base_env, **{k: substitute(v, context) for k, v in step.get("env", {}).items()}}
@@ -186,7 +198,9 @@ def run_action(
         if returncode != 0 or step["id"] == until:
             break
     outputs = {name: substitute(spec["value"], context) for name, spec in ACTION["outputs"].items()}
-    calls = [json.loads(line) for line in argv_log.read_text(encoding="utf-8").splitlines()] if argv_log.exists() else []
+    calls = (
+        [json.loads(line) for line in argv_log.read_text(encoding="utf-8").splitlines()] if argv_log.exists() else []
+    )
     return ActionRun(
         returncode, outputs, context["steps"], "".join(stdout), "".join(stderr), summary.read_text(),
         [c["argv"] for c in calls], root, [c["token"] for c in calls],
@@ -250,7 +264,7 @@ def test_inputs_reach_scripts_only_through_env() -> None:
         for m in EXPRESSION.finditer(v)
     }
     assert {f"inputs.{name}" for name in ACTION["inputs"]} <= used
-    assert set(ACTION["outputs"]) == {"repo-urls", "commit-urls", "results", "ppl-delta"}
+    assert set(ACTION["outputs"]) == {"repo-urls", "commit-urls", "results", "ppl-delta", "matrix"}
 
 
 # --- scripts/action_summary.py on a handmade document ----------------------------------------------------------
@@ -568,3 +582,58 @@ def test_action_publishes_smollm2(tmp_path, hub_server, shared_data, smollm2_dir
         p.parent.name: json.loads(p.read_text())["seconds"] for p in Path(variant["work_dir"]).glob("*/stage.json")
     }
     print(f"SmolLM2 action run: {seconds:.1f} s; stages: {stages}")
+
+
+# --- the plan commands (the jobs of .github/workflows/publish-matrix.yml) -------------------------------------
+
+
+def test_action_plan_matrix_outputs_the_pinned_matrix(tmp_path, hub_server) -> None:
+    hub_server.create_repo("tester/base")
+    plan = {
+        "defaults": {"model": "tester/base", "repo_id": "tester/base-{name}"},
+        "variants": [{"name": "a", "ratio": 0.1}, {"name": "b", "ratio": 0.2}],
+    }
+    (tmp_path / "zhprune.yaml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    inputs = {"command": "plan-matrix", "config": str(tmp_path / "zhprune.yaml"), "hf-endpoint": hub_server.endpoint}
+    run = run_action(tmp_path / "run", inputs, env={"HF_TOKEN": hub_server.token})
+    assert run.returncode == 0, run.log
+    matrix = json.loads(run.outputs["matrix"])
+    head = hub_server.head("tester/base")
+    assert [(e["id"], e["repo_id"], e["model_revision"]) for e in matrix["include"]] == [
+        ("a", "tester/base-a", head),
+        ("b", "tester/base-b", head),
+    ]
+    assert run.outputs["results"] == "" and run.steps["publish"] == {}  # the publish step did not run
+    assert run.token_seen == [c[:2] == ["-m", "zhprune_hub"] for c in run.argv]
+    assert_token_nowhere(hub_server.token, run)
+
+
+def test_action_aggregate_adds_the_table_to_the_job_summary(tmp_path) -> None:
+    plan = {"defaults": {"model": "Org/base", "repo_id": "tester/smol-{name}"},
+            "variants": [{"name": "smol-20"}, {"name": "smol-30"}, {"name": "smol-40"}]}  # fmt: skip
+    (tmp_path / "zhprune.yaml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    metrics = {
+        "base": {"model_id": "Org/base", "commit": "c" * 40, "parameters": 1000, "values": {"ppl/wikitext2": 10.0}},
+        "pruned": {"parameters": 800, "values": {"ppl/wikitext2": 12.5}},
+    }
+    ok = {**_sample()["variants"][1], "id": "smol-20", "name": "smol-20", "repo_id": "tester/smol-smol-20",
+          "metrics": metrics}  # fmt: skip
+    failed = {**_sample()["variants"][0], "id": "smol-40", "name": "smol-40", "repo_id": "tester/smol-smol-40"}
+    results = tmp_path / "artifacts"
+    for entry in (ok, failed):  # smol-30's job left nothing
+        (results / f"publish-{entry['id']}").mkdir(parents=True)
+        doc = {"schema_version": 1, "dry_run": False, "variants": [entry]}
+        (results / f"publish-{entry['id']}" / "publish.json").write_text(json.dumps(doc), encoding="utf-8")
+    inputs = {"command": "aggregate", "config": str(tmp_path / "zhprune.yaml"), "results-dir": str(results)}
+    run = run_action(tmp_path / "run", inputs)
+    assert run.returncode == 1, run.log  # two variants did not publish
+    assert "| **base** | `Org/base` @ `cccccccc` | — | 1,000 | 10.000 |" in run.summary
+    assert "| published | 800 (-20.0%) | 12.500 (+25.0%) |" in run.summary
+    assert "| smol-30 | tester/smol-smol-30 | no result |" in run.summary
+    assert "### 2 of 3 variants did not publish" in run.summary and "failed at `push`: Hub said 500" in run.summary
+
+
+def test_an_unknown_command_is_one_error(tmp_path) -> None:
+    run = run_action(tmp_path, {"command": "deploy", "config": "zhprune.yaml"})
+    assert run.returncode == 1
+    assert "::error::input command must be publish, plan-matrix, evaluate-base or aggregate, got: deploy" in run.stdout

@@ -265,7 +265,7 @@ def test_card_command_names_no_local_path_and_carries_the_licence(prepared, tmp_
     results = Path(outcome.work_dir) / "evaluate" / "zhprune_results.json"
     assert str(shared_data) in results.read_text()  # the local results do name the data directory
 
-    code, out, err = _cli(["card", str(checkpoint), "--base", str(base), "--results", str(results)], monkeypatch, capsys)
+    code, _, err = _cli(["card", str(checkpoint), "--base", str(base), "--results", str(results)], monkeypatch, capsys)
 
     assert code == 0, err
     readme = (checkpoint / "README.md").read_text()
