@@ -218,3 +218,9 @@ def test_a_bad_plan_fails_in_the_matrix_step(tmp_path, hub_server, monkeypatch, 
 
     code, _, err = _cli(["publish", "--config", str(plan), "--variant", "zz", "--dry-run"], monkeypatch, capsys)
     assert code == 2 and "has no variant with id 'zz'; its variants are: default." in err
+
+
+def test_the_readme_shows_the_workflow_as_shipped():
+    text = WORKFLOW.read_text(encoding="utf-8")
+    readme = (WORKFLOW.parents[2] / "README.md").read_text(encoding="utf-8")
+    assert text[text.index("name: Publish pruned models") :].rstrip("\n") in readme
