@@ -186,7 +186,10 @@ def publish_variant(
         base_results_dir: where base-model results are looked up and stored; default
             `<work_dir>/base-results`, shared by the variants of one work directory.
     """
-    run = _stage_run(variant, work_dir, reporter or Reporter(), endpoint, token, base_results_dir)
+    run = _stage_run(
+        variant, work_dir=work_dir, reporter=reporter or Reporter(), endpoint=endpoint, token=token,
+        base_results_dir=base_results_dir,
+    )  # fmt: skip
     outcome = VariantOutcome(
         id=variant.id, name=variant.name, repo_id=variant.repo_id, status="dry-run", work_dir=str(run.ws.root)
     )
@@ -199,6 +202,7 @@ def publish_variant(
 
 def _stage_run(
     variant: Variant,
+    *,
     work_dir: Path,
     reporter: Reporter,
     endpoint: str | None,
@@ -258,7 +262,10 @@ def evaluate_bases(
     outcomes = []
     try:
         for variant in variants:
-            run = _stage_run(variant, work_dir, reporter, endpoint, token, base_results_dir)
+            run = _stage_run(
+                variant, work_dir=work_dir, reporter=reporter, endpoint=endpoint, token=token,
+                base_results_dir=base_results_dir,
+            )  # fmt: skip
             pulled = VariantOutcome(id=variant.id, name=variant.name, repo_id=variant.repo_id, status="dry-run",
                                     work_dir=str(run.ws.root))  # fmt: skip
             reporter.variant_start(variant, run.ws.root)
