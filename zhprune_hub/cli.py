@@ -437,10 +437,13 @@ def publish_cmd(
     from zhprune_hub.publish_output import RichReporter, print_report
 
     skip = {"config", "work_dir", "dry_run", "fail_fast", "json_output", "quiet", "variant", "base_results_dir"}
+    if config is None and model is not None and model.endswith((".yaml", ".yml")) and Path(model).is_file():
+        config, model = Path(model), None  # `publish zhprune.yaml`: a plan file is never a model
+        skip.add("model")
     # By name: typer >= 0.29 ships its own copy of click, whose ParameterSource is another enum.
     typed = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", None) == "COMMANDLINE"}
     values = {_PUBLISH_RENAMES.get(k, k): v for k, v in ctx.params.items() if k not in skip}
-    given = {_PUBLISH_RENAMES.get(k, k) for k in typed} | ({"model"} if model else set())
+    given = {_PUBLISH_RENAMES.get(k, k) for k in typed if k not in skip} | ({"model"} if model else set())
     values["trust_remote_code"] = values["trust_remote_code"] or None
     if values["eval_batch_size"].isdigit():
         values["eval_batch_size"] = int(values["eval_batch_size"])

@@ -21,7 +21,7 @@ from zhprune_hub import __version__
 from zhprune_hub.errors import HubError, ZhpruneError
 from zhprune_hub.fingerprint import first_change
 from zhprune_hub.plan import Variant
-from zhprune_hub.stages import RUNNERS, STAGES, Reporter, StageRun, stage_inputs
+from zhprune_hub.stages import RUNNERS, STAGES, Reporter, StageRun, base_results, stage_inputs
 from zhprune_hub.workspace import Workspace, WorkspaceBusyError, digest, now, outputs_exist, write_json
 
 DEFAULT_WORK_DIR = Path(".zhprune/work")
@@ -256,8 +256,6 @@ def evaluate_bases(
 
     Variants that share a base and a protocol share one entry: the first computes it, the others find it.
     """
-    from zhprune_hub.stages import base_results
-
     reporter = reporter or Reporter()
     outcomes = []
     try:

@@ -63,15 +63,24 @@ class StageResult:
     reads: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _data_dir(run: StageRun) -> str | None:
+    """The data directory the text is read from: another one may hold other files under the same names."""
+    from zhprune_hub.data import resolve_data_dir
+
+    found = resolve_data_dir(run.variant.prune.data_dir)
+    return str(found.resolve()) if found is not None else None
+
+
 def stage_inputs(run: StageRun, stage: str) -> dict[str, Any]:
-    """What a stage's marker digest covers besides the chain of earlier stages."""
+    """What a stage's marker digest covers besides the chain of earlier stages (and the data it read)."""
     v = run.variant
     if stage == "pull":
         return {"model": v.model, "revision": v.model_revision, "gguf_file": v.prune.gguf_file}
     if stage == "prune":
-        return v.prune.model_dump(mode="json", exclude={"device", "data_dir", "batch_size", "max_shard_size"})
+        settings = v.prune.model_dump(mode="json", exclude={"device", "data_dir", "batch_size", "max_shard_size"})
+        return {**settings, "data_dir": _data_dir(run)}
     if stage == "evaluate":
-        return v.evaluate.model_dump(mode="json", exclude={"eval_batch_size"})
+        return {**v.evaluate.model_dump(mode="json", exclude={"eval_batch_size"}), "data_dir": _data_dir(run)}
     if stage == "card":
         from zhprune_hub.card import template_path
 
@@ -228,7 +237,7 @@ def base_results(run: StageRun) -> tuple[Any, str, Path]:
         commit=pulled["commit"] if pulled["from_hub"] else None,
         local_dir=None if pulled["from_hub"] else Path(pulled["local_dir"]),
         gguf_file=pulled["gguf_file"],
-        evaluation=v.evaluate.model_dump(mode="json", exclude={"eval_batch_size"}),
+        evaluation={**v.evaluate.model_dump(mode="json", exclude={"eval_batch_size"}), "data_dir": _data_dir(run)},
         device=device,
         dtype=str(pick_dtype(v.prune.dtype, device)).removeprefix("torch."),
     )

@@ -1,9 +1,9 @@
 """A three-variant plan run the way .github/workflows/publish-matrix.yml runs it, against the local Hub server.
 
 The jobs run in turn, each with its own work directory (its own runner): `plan matrix` (validate, pin the
-base), `plan evaluate-base` (into a base-results folder, the artifact), one `publish --config --variant`
-per matrix entry (each with its own copy of the artifact, as download-artifact gives it), and
-`plan aggregate` over the jobs' `--json` documents. The base repository moves after the matrix step: every
+base), `plan evaluate-base` (into a base-results folder, the artifact), one `publish PLAN --variant ID` per
+matrix entry (each with its own copy of the artifact, as download-artifact gives it; the re-run of a failed
+job spells the plan `--config PLAN`), and `plan aggregate` over the jobs' `--json` documents. The base repository moves after the matrix step: every
 variant must still prune the pinned commit, the base must be evaluated once, every card must show the same
 base numbers, and the collection must list every variant.
 """
@@ -111,7 +111,7 @@ def test_matrix_then_one_job_per_variant_then_aggregate(tmp_path, hub_server, sh
         runner = tmp_path / f"runner-{entry['id']}"
         shutil.copytree(artifact, runner / "base-results")
         code, out, err = _cli(
-            ["publish", "--config", str(plan), "--variant", entry["id"], "--model-revision", entry["model_revision"],
+            ["publish", str(plan), "--variant", entry["id"], "--model-revision", entry["model_revision"],
              "--base-results-dir", str(runner / "base-results"), "--work-dir", str(runner / "work"), "--json"],
             monkeypatch, capsys,
         )  # fmt: skip
