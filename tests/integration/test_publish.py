@@ -28,7 +28,7 @@ from tiny_models import make_tiny_checkpoint
 REPO = "tester/tiny-pruned"
 JSON_KEYS = {
     "name", "repo_id", "status", "failed_stage", "error", "repo_url", "commit_url", "pr_url", "work_dir",
-    "results", "card", "ppl_delta", "deltas_markdown", "base_evaluation",
+    "results", "card", "ppl_delta", "deltas_markdown", "base_evaluation", "id", "metrics",
 }  # fmt: skip
 
 
