@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Quick start: install (CPU torch pinned), fetch the real SmolLM2-135M, and run the whole publish
+# Quick start: install into .venv (CPU torch pinned), fetch the real SmolLM2-135M, and run the whole publish
 # pipeline on it offline without pushing (prune, verify, evaluate base and pruned, render the card).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-python -m pip install --quiet -c constraints.txt -e ".[test]"
-python scripts/fetch_test_models.py   # both real test models (the tests use them too)
+venv="${ZHPRUNE_VENV:-.venv}"
+bash scripts/install.sh "$venv"
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
 
 models="${ZHPRUNE_MODELS_DIR:-$HOME/.cache/zhprune-hub/models}"
 export ZHPRUNE_DATA_DIR="${ZHPRUNE_DATA_DIR:-$(cd .. && pwd)/shared/data}"
@@ -19,3 +20,4 @@ zhprune-hub publish "$models/smollm2-135m" \
     --ppl wikitext2,ptb --ppl-seq-len 512 --max-tokens 4096 \
     --tasks piqa,arc_easy --limit 50 \
     --work-dir .zhprune/quickstart
+echo "Run the tests in the same environment: source $venv/bin/activate && python -m pytest -q"

@@ -1,9 +1,10 @@
 """A local Hugging Face Hub-compatible HTTP server for tests, with fault injection.
 
 It speaks the subset of the Hub API that huggingface_hub 2.x uses to create repos, push one
-commit (preupload, LFS batch + PUT, NDJSON commit, branches, PR refs) and download snapshots
-(model info, tree, resolve with ETag / X-Repo-Commit / ranges). Repos keep git-like history:
-commits with 40-hex ids and a parent, branches, `refs/pr/N`, regular and LFS files.
+commit (preupload, LFS batch + PUT, NDJSON commit, branches, PR refs), download snapshots
+(model info, tree, resolve with ETag / X-Repo-Commit / ranges) and keep collections (create,
+get, add / update / delete item). Repos keep git-like history: commits with 40-hex ids and a
+parent, branches, `refs/pr/N`, regular and LFS files.
 
 Only 127.0.0.1 is bound, request bodies are capped, and every object lives under one temp dir.
 The Xet protocol is not served: run the client with HF_HUB_DISABLE_XET=1.
@@ -110,6 +111,18 @@ class RequestRecord:
     status: int
 
 
+@dataclass(frozen=True)
+class CommitRequest:
+    """What one commit POST asked for (paths only, never contents or headers)."""
+
+    repo_id: str
+    revision: str
+    create_pr: bool
+    parent_commit: str | None
+    added: tuple[str, ...]
+    deleted: tuple[str, ...]
+
+
 class Reply(Exception):
     """An HTTP error reply, raised inside a route."""
 
@@ -132,7 +145,8 @@ class HubServer:
     Fault knobs (all consumed by the next matching request):
         fail_next: route name -> HTTP status to answer once, e.g. {"commit": 500, "preupload": 503}.
             Routes: whoami, create_repo, validate_yaml, info, tree, refs, commits, preupload, commit,
-            branch, paths_info, lfs_batch, lfs_verify, lfs_put, resolve.
+            branch, paths_info, lfs_batch, lfs_verify, lfs_put, resolve, collection_create,
+            collection_get, collection_item_add, collection_item_update, collection_item_delete.
         fail_next_commit: shorthand for fail_next["commit"].
         lfs_put_faults: one entry per LFS PUT attempt: "drop" (read the body, close the connection
             without an answer: the client sees a protocol error), or an HTTP status such as 503
@@ -140,8 +154,12 @@ class HubServer:
         drop_lfs_uploads: shorthand that sets lfs_put_faults to n drops.
         tamper_next_commit: path -> bytes stored instead of what the next commit sent (a broken
             mirror), for testing verification after a push.
+        race_next_commit: path -> bytes that another client commits to the target branch just before
+            the next commit request is processed (a concurrent publish): a commit whose
+            `parentCommit` was the old head then gets the Hub's HTTP 412.
 
-    Counters: commits_made, lfs_uploads, requests (list of RequestRecord).
+    Counters: commits_made, lfs_uploads, requests (list of RequestRecord), commit_requests (one
+    CommitRequest per commit POST that reached the route: target, parentCommit, added and deleted paths).
     """
 
     def __init__(
@@ -160,13 +178,16 @@ class HubServer:
         self.tokens: dict[str, tuple[str, bool]] = {token: (user, True)}  # token -> (user, can_write)
         self.lfs_threshold, self.max_body = lfs_threshold, max_body
         self.repos: dict[str, Repo] = {}
+        self.collections: dict[str, dict[str, Any]] = {}  # slug -> the collection as the Hub returns it
         self.lock = threading.RLock()
         self.fail_next: dict[str, int] = {}
         self.lfs_put_faults: collections.deque[str | int] = collections.deque()
         self.tamper_next_commit: dict[str, bytes] = {}
+        self.race_next_commit: dict[str, bytes] = {}
         self.commits_made = 0
         self.lfs_uploads = 0
         self.requests: list[RequestRecord] = []
+        self.commit_requests: list[CommitRequest] = []
         self._seq = 0
         self._upload_sig = secrets.token_hex(16)
         self._httpd: ThreadingHTTPServer | None = None
@@ -241,6 +262,18 @@ class HubServer:
             self.repos[repo_id] = repo
             return repo
 
+    def commit(self, repo_id: str, files: dict[str, bytes], *, revision: str = "main", title: str = "other") -> str:
+        """Commit regular files server-side, as another client would; returns the new head."""
+        with self.lock:
+            repo = self.repos[repo_id]
+            base = self._resolve(repo, revision)
+            tree = dict(base.tree)
+            for path, data in files.items():
+                tree[path] = FileEntry(self._store(data), len(data), False, git_blob_sha1(data))
+            commit = self._new_commit(repo, base.oid, tree, title, "", self.user)
+            repo.refs[unquote(revision)] = commit.oid
+            return commit.oid
+
     def head(self, repo_id: str, revision: str = "main") -> str | None:
         with self.lock:
             repo = self.repos.get(repo_id)
@@ -267,6 +300,14 @@ class HubServer:
 
     def requests_to(self, route: str) -> list[RequestRecord]:
         return [r for r in self.requests if r.route == route]
+
+    def collection_items(self, title: str, namespace: str | None = None) -> list[tuple[str, str | None]]:
+        """(repo id, note text) of every item of the collection titled `title`, for test assertions."""
+        with self.lock:
+            for collection in self.collections.values():
+                if collection["title"] == title and namespace in (None, collection["owner"]["name"]):
+                    return [(i["id"], (i.get("note") or {}).get("text")) for i in collection["items"]]
+        raise KeyError(title)
 
     # ---- storage ---------------------------------------------------------------------------
     def _store(self, data: bytes) -> str:
@@ -383,6 +424,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
     # ---- plumbing ------------------------------------------------------------------------------
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
@@ -471,6 +515,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return "branch", self._branch, (repo_id, rest[1], method)
             if op == "paths-info" and len(rest) == 2 and method == "POST":
                 return "paths_info", self._paths_info, (repo_id, rest[1])
+        if segs[:2] == ["api", "collections"]:
+            if len(segs) == 2 and method == "POST":
+                return "collection_create", self._collection_create, ()
+            slug = "/".join(segs[2:4])
+            if len(segs) == 4 and method == "GET":
+                return "collection_get", self._collection_get, (slug,)
+            if len(segs) == 5 and segs[4] == "items" and method == "POST":
+                return "collection_item_add", self._collection_item_add, (slug,)
+            if len(segs) == 6 and segs[4] == "items" and method in ("PATCH", "DELETE"):
+                route = "collection_item_update" if method == "PATCH" else "collection_item_delete"
+                return route, self._collection_item_change, (slug, segs[5], method)
         if segs[:1] == ["_lfs"] and len(segs) == 4 and method == "PUT":
             return "lfs_put", self._lfs_put, (f"{segs[1]}/{segs[2]}", segs[3])
         if len(segs) == 6 and segs[1].endswith(".git") and segs[2:5] == ["info", "lfs", "objects"]:
@@ -694,15 +749,29 @@ class _Handler(BaseHTTPRequestHandler):
         if not lines or lines[0].get("key") != "header":
             raise Reply(400, "first NDJSON line must be the header")
         header = lines[0]["value"]
+        hub.commit_requests.append(
+            CommitRequest(
+                repo_id=repo_id,
+                revision=unquote(revision),
+                create_pr=create_pr,
+                parent_commit=header.get("parentCommit"),
+                added=tuple(ln["value"]["path"] for ln in lines[1:] if ln.get("key") in ("file", "lfsFile")),
+                deleted=tuple(ln["value"]["path"] for ln in lines[1:] if str(ln.get("key")).startswith("deleted")),
+            )
+        )
         with hub.lock:
             user = hub._user(self.headers, write=True)
             repo = hub._repo(repo_id, user)
             branch = unquote(revision)
             if branch not in repo.refs:
                 raise Reply(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+            if hub.race_next_commit:
+                hub.commit(repo_id, hub.race_next_commit, revision=branch, title="a concurrent commit")
+                hub.race_next_commit = {}
             parent = header.get("parentCommit")
             if parent is not None and not create_pr and not repo.refs[branch].startswith(parent):
-                raise Reply(412, f"parentCommit {parent} is not the head of {branch}")
+                # the Hub's own answer when the branch moved since the client read it
+                raise Reply(412, "A commit has happened since. Please refresh and try again.")
             base = hub._resolve(repo, parent) if parent is not None else repo.commits[repo.refs[branch]]
             tree = dict(base.tree)
             for line in lines[1:]:
@@ -748,6 +817,87 @@ class _Handler(BaseHTTPRequestHandler):
                 "hookOutput": "",
             },
         )
+
+    # ---- collections ----------------------------------------------------------------------------
+    def _collection(self, slug: str) -> dict[str, Any]:
+        collection = self.hub.collections.get(slug)
+        if collection is None:
+            raise Reply(404, "Collection not found", "CollectionNotFound")
+        return collection
+
+    def _collection_create(self, body: bytes) -> None:
+        hub = self.hub
+        user = hub._user(self.headers, write=True)
+        payload = self._json(body)
+        namespace, title = payload.get("namespace") or user, payload.get("title") or ""
+        if not title:
+            raise Reply(400, "title is required")
+        with hub.lock:
+            for slug, existing in hub.collections.items():
+                if existing["owner"]["name"] == namespace and existing["title"] == title:
+                    # the Hub answers 409 with the existing slug; create_collection(exists_ok=True) reads it
+                    raise Reply(409, "Collection already exists", extra={"slug": slug})
+            words = "-".join("".join(c if c.isalnum() else " " for c in title.lower()).split())
+            slug = f"{namespace}/{words}-{secrets.token_hex(12)}"
+            hub.collections[slug] = {
+                "slug": slug,
+                "title": title,
+                "description": payload.get("description"),
+                "owner": {"name": namespace, "type": "user"},
+                "items": [],
+                "lastUpdated": _now(),
+                "position": 0,
+                "private": bool(payload.get("private")),
+                "theme": "indigo",
+                "upvotes": 0,
+            }
+            collection = json.loads(json.dumps(hub.collections[slug]))
+        self._send_json(200, collection)
+
+    def _collection_get(self, body: bytes, slug: str) -> None:
+        with self.hub.lock:
+            collection = json.loads(json.dumps(self._collection(slug)))
+        self._send_json(200, collection)
+
+    def _collection_item_add(self, body: bytes, slug: str) -> None:
+        hub = self.hub
+        hub._user(self.headers, write=True)
+        payload = self._json(body)
+        item, note = payload.get("item") or {}, payload.get("note")
+        with hub.lock:
+            collection = self._collection(slug)
+            if item.get("type") != "model" or item.get("id") not in hub.repos:
+                raise Reply(404, f"Model {item.get('id')} not found", "RepoNotFound")
+            if any(i["id"] == item["id"] and i["type"] == "model" for i in collection["items"]):
+                raise Reply(409, "Item already in the collection")
+            collection["items"].append(
+                {
+                    "_id": secrets.token_hex(12),
+                    "id": item["id"],
+                    "type": "model",
+                    "position": len(collection["items"]),
+                    **({"note": {"text": note, "html": note}} if note is not None else {}),
+                }
+            )
+            collection["lastUpdated"] = _now()
+            out = json.loads(json.dumps(collection))
+        self._send_json(200, out)
+
+    def _collection_item_change(self, body: bytes, slug: str, item_object_id: str, method: str) -> None:
+        hub = self.hub
+        hub._user(self.headers, write=True)
+        payload = self._json(body) if method == "PATCH" else {}
+        with hub.lock:
+            collection = self._collection(slug)
+            found = [i for i in collection["items"] if i["_id"] == item_object_id]
+            if not found:
+                raise Reply(404, "Item not found in the collection")
+            if method == "DELETE":
+                collection["items"].remove(found[0])
+            elif "note" in payload:
+                found[0]["note"] = {"text": payload["note"], "html": payload["note"]}
+            collection["lastUpdated"] = _now()
+        self._send_json(200, {"success": True})
 
     def _resolve_file(self, body: bytes, repo_id: str, revision: str, path: str) -> None:
         hub = self.hub

@@ -97,6 +97,9 @@ class CardContext(_Frozen):
     protocol: ProtocolContext
     tool_version: str
     license: str | None
+    license_name: str | None = None
+    license_link: str | None = None
+    licence_files: list[str] = []
     language: list[str]
     limitations: list[str]
 
@@ -275,8 +278,13 @@ def build_context(
     base_card_data: dict[str, Any] | None = None,
     base_config: dict[str, Any] | None = None,
     pruned_id: str | None = None,
+    licence_files: list[str] | None = None,
 ) -> CardContext:
-    """The card's context from the pruning report, the results file and the base model's card metadata."""
+    """The card's context from the pruning report, the results file and the base model's card metadata.
+
+    `report` and `results` must already name the base publicly (Hub id or directory name): the card
+    repeats what they say. `licence_files` are the base's LICENSE/USE_POLICY/NOTICE files shipped beside it.
+    """
     from zhprune_hub.prune.importance import METHODS
 
     pruned = pruned_results(results, pruned_id)
@@ -324,6 +332,9 @@ def build_context(
         protocol=_protocol(results),
         tool_version=__version__,
         license=base_card_data.get("license"),
+        license_name=base_card_data.get("license_name"),
+        license_link=base_card_data.get("license_link"),
+        licence_files=list(licence_files or []),
         language=[language] if isinstance(language, str) else list(language),
         limitations=_limitations(report, results, trust_remote_code),
     )
@@ -377,19 +388,15 @@ def card_data(
     results: EvaluationResults,
     *,
     pruned_id: str | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> ModelCardData:
-    """The card's YAML metadata: base model, tags, datasets, language, license, model-index."""
+    """The card's YAML metadata: base model, tags, datasets, language, license (name and link), model-index."""
     from huggingface_hub import ModelCardData
 
     pruned = pruned_results(results, pruned_id)
     tags = list(BASE_TAGS)
     if ctx.calibration is not None:
         tags += [lang for lang in ctx.calibration.language.split("+") if lang not in tags]
-    kwargs: dict[str, Any] = {}
-    for key in ("license_name", "license_link"):
-        if extra and extra.get(key):
-            kwargs[key] = extra[key]
+    kwargs = {key: getattr(ctx, key) for key in ("license_name", "license_link") if getattr(ctx, key)}
     eval_results = _eval_results(pruned)
     return ModelCardData(
         base_model=ctx.base_model,
@@ -488,8 +495,12 @@ def write_card(
     command: str,
     base_dir: Path | None = None,
     pruned_id: str | None = None,
+    licence_files: list[str] | None = None,
 ) -> tuple[Path, CardContext]:
-    """Render README.md and the per-layer PNG into `directory`; return the README path and the context."""
+    """Render README.md and the per-layer PNG into `directory`; return the README path and the context.
+
+    `base_dir` is read for the base's card metadata (licence, language) and config, never shown.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     base_meta = base_card_metadata(base_dir)
@@ -502,8 +513,9 @@ def write_card(
         base_card_data=base_meta,
         base_config=base_config,
         pruned_id=pruned_id,
+        licence_files=licence_files,
     )
-    data = card_data(ctx, results, pruned_id=pruned_id, extra=base_meta)
+    data = card_data(ctx, results, pruned_id=pruned_id)
     card = render_card(ctx, data)
     check_card(str(card))
     plot_layers(report, directory / ctx.plot_file, base_config=base_config)

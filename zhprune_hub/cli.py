@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from zhprune_hub import __version__
+from zhprune_hub.cli_plan import plan_app
 from zhprune_hub.errors import ZhpruneError
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(plan_app, name="plan")  # matrix, evaluate-base, aggregate: a plan fanned out over CI jobs
 
 # Shared options, defined once so every command spells them the same way.
 DataDirOption = Annotated[
@@ -343,7 +345,7 @@ def card_cmd(
     ] = None,
 ) -> None:
     """Render README.md (model card) and the per-layer picture into DIR, and copy the results beside them."""
-    from zhprune_hub.publish import card_into
+    from zhprune_hub.repo_assembly import card_into
 
     readme, ctx = card_into(directory, base=base, results_path=results, repo_id=repo_id)
     typer.echo(ctx.metrics_table)
@@ -447,19 +449,28 @@ def publish_cmd(
         bool, typer.Option("--dry-run", help="Everything but the push; print the would-be repo.")
     ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed variant.")] = False,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="Publish only the --config variant with this id (`plan matrix`).")
+    ] = None,
+    base_results_dir: Annotated[
+        Path | None,
+        typer.Option("--base-results-dir", help="Base-model results store [default: WORK_DIR/base-results]."),
+    ] = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
 ) -> int:
-    from click.core import ParameterSource
-
     from zhprune_hub.plan import load_plan, plan_from_flags, resolve_variants
     from zhprune_hub.publish import publish
     from zhprune_hub.publish_output import RichReporter, print_report
 
-    skip = {"config", "work_dir", "dry_run", "fail_fast", "json_output", "quiet"}
-    typed = {k for k in ctx.params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    skip = {"config", "work_dir", "dry_run", "fail_fast", "json_output", "quiet", "variant", "base_results_dir"}
+    if config is None and model is not None and model.endswith((".yaml", ".yml")) and Path(model).is_file():
+        config, model = Path(model), None  # `publish zhprune.yaml`: a plan file is never a model
+        skip.add("model")
+    # By name: typer >= 0.29 ships its own copy of click, whose ParameterSource is another enum.
+    typed = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", None) == "COMMANDLINE"}
     values = {_PUBLISH_RENAMES.get(k, k): v for k, v in ctx.params.items() if k not in skip}
-    given = {_PUBLISH_RENAMES.get(k, k) for k in typed} | ({"model"} if model else set())
+    given = {_PUBLISH_RENAMES.get(k, k) for k in typed if k not in skip} | ({"model"} if model else set())
     values["trust_remote_code"] = values["trust_remote_code"] or None
     if values["eval_batch_size"].isdigit():
         values["eval_batch_size"] = int(values["eval_batch_size"])
@@ -471,8 +482,19 @@ def publish_cmd(
         typed_values = {k: v for k, v in values.items() if k in given and v is not None}
         overrides = plan_from_flags(typed_values).defaults.model_dump(exclude_unset=True)
         variants = resolve_variants(load_plan(config), overrides=overrides, where=str(config))
+    if variant is not None:
+        from zhprune_hub.plan import select_variant
+
+        variants = [select_variant(variants, variant, where=str(config or "The command line"))]
     # Stage lines go to stderr, so they stay visible (e.g. in an Actions log) beside --json on stdout.
     reporter = None if quiet else RichReporter()
-    report = publish(variants, work_dir=work_dir, dry_run=dry_run, fail_fast=fail_fast, reporter=reporter)
+    report = publish(
+        variants,
+        work_dir=work_dir,
+        dry_run=dry_run,
+        fail_fast=fail_fast,
+        reporter=reporter,
+        base_results_dir=base_results_dir,
+    )
     print_report(report, json_output=json_output, quiet=quiet)
     return 0 if report.ok else 1

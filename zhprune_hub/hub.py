@@ -11,7 +11,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from zhprune_hub.errors import HubError, ModelSourceError
@@ -34,7 +34,16 @@ PULL_PATTERNS = [
     "*.gguf",
     "*.tiktoken",
     "*.md",
+    # The base's terms travel with the pruned model (no suffix on most Hub repos).
+    "LICENSE*",
+    "LICENCE*",
+    "License*",
+    "license*",
+    "USE_POLICY*",
+    "NOTICE*",
 ]
+#: Remote files a push leaves in place although the folder lacks them: the Hub writes .gitattributes.
+KEPT_REMOTE = (".gitattributes",)
 
 
 def resolve_endpoint(endpoint: str | None = None) -> str | None:
@@ -102,6 +111,41 @@ def pull(
     return Path(path), commit
 
 
+def resolve_commit(
+    repo_id: str, *, revision: str | None = None, endpoint: str | None = None, token: str | bool | None = None
+) -> str:
+    """The commit id a model's revision (branch, tag or commit; main when None) points to now.
+
+    Raises:
+        ModelSourceError: the repository or revision does not exist, or the Hub cannot be reached.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    endpoint = resolve_endpoint(endpoint)
+    where = endpoint or DEFAULT_ENDPOINT
+    try:
+        sha = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision).sha
+    except RevisionNotFoundError:
+        raise ModelSourceError(
+            f"Revision {revision!r} does not exist in {repo_id!r}; pass an existing branch, tag or commit."
+        ) from None
+    except GatedRepoError:
+        raise ModelSourceError(f"Model {repo_id!r} is gated; accept its terms on the Hub and set HF_TOKEN.") from None
+    except RepositoryNotFoundError:
+        raise ModelSourceError(
+            f"Model {repo_id!r} was not found on {where}; check the id (and HF_TOKEN for a private model)."
+        ) from None
+    except Exception as exc:
+        reason = failure_reason(exc, where)
+        if reason is None:
+            raise
+        raise ModelSourceError(f"The revision of {repo_id!r} could not be read from {where} ({reason}).") from exc
+    if not sha:
+        raise ModelSourceError(f"{where} named no commit for {repo_id!r} at {revision or 'main'!r}.")
+    return sha
+
+
 @dataclass(frozen=True)
 class HubUrls:
     """Browser URLs of a repo and, when known, of one commit."""
@@ -143,12 +187,15 @@ def push_folder(
     commit_message: str,
     commit_description: str | None = None,
 ) -> PushResult:
-    """Push every file of `folder` to `repo_id` in one commit (or one pull request), then verify it.
+    """Make the target branch (or a new pull request) hold exactly the files of `folder`, in one commit.
 
     The repo is created if missing; a `revision` branch that does not exist is created from main
-    first. Identical content makes no commit (and opens no PR): the result says `changed=False`.
-    After the commit, the remote tree is compared with the folder (git blob sha1 for regular
-    files, sha256 for LFS files). Remote files absent from the folder are left in place.
+    first. The head of the target is read once; the commit adds every local file, deletes every
+    remote file the folder lacks (except .gitattributes) and names that head as its parent, so a
+    commit that lands in between makes the Hub refuse ours (HTTP 412) instead of being overwritten.
+    Identical content makes no commit (and opens no PR): the result says `changed=False`. After the
+    commit the remote tree is compared with the folder (git blob sha1 for regular files, sha256 for
+    LFS files), extra remote files included.
 
     Args:
         token: a write token; None means huggingface_hub's own lookup (HF_TOKEN, then the login
@@ -156,10 +203,10 @@ def push_folder(
         revision: target branch (or an existing `refs/pr/N`); URL-quoted values are accepted.
 
     Raises:
-        HubError: no token, the folder is empty, or the Hub failed; the message says whether the
-            target branch changed and that the local folder is kept.
+        HubError: no token, the folder is empty, the target moved under us, or the Hub failed; the
+            message says whether the target branch changed and that the local folder is kept.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 
     folder = Path(folder)
     files = _folder_files(folder)
@@ -181,8 +228,12 @@ def push_folder(
             api.create_branch(repo_id, branch=branch, exist_ok=True)
         stage = f"reading the head of {target!r}"
         head_before = api.repo_info(repo_id, revision=target).sha
+        stale = [p for p in _remote_files(api, repo_id, head_before) if p not in files and p not in KEPT_REMOTE]
         stage = "uploading and committing"
-        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path)) for rel, path in files.items()]
+        operations: list[Any] = [
+            CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path)) for rel, path in files.items()
+        ]
+        operations += [CommitOperationDelete(path_in_repo=rel, is_folder=False) for rel in stale]
         info = api.create_commit(
             repo_id,
             operations,
@@ -190,16 +241,11 @@ def push_folder(
             commit_description=commit_description,
             revision=branch,
             create_pr=create_pr,
+            parent_commit=head_before,
         )
     except Exception as exc:
-        reason = _failure_reason(exc, where)
-        if reason is None:
-            raise
-        state = _target_state(api, repo_id, target, head_before)
-        raise HubError(
-            f"Pushing {folder} to {repo_id!r} on {where} failed while {stage} ({reason}); {state}, "
-            "and the local folder is kept, so fix the cause and run the push again."
-        ) from exc
+        raise _push_error(exc, api, folder=folder, repo_id=repo_id, where=where, stage=stage, target=target,
+                          head_before=head_before) from exc  # fmt: skip
 
     changed = info.pr_url is not None if create_pr else info.oid != head_before
     urls = hub_urls(repo_id, endpoint=endpoint, commit_oid=info.oid)
@@ -213,6 +259,46 @@ def push_folder(
         revision=info.pr_revision or target,
         changed=changed,
         files=len(files),
+    )
+
+
+def _remote_files(api: HfApi, repo_id: str, revision: str | None) -> dict[str, Any]:
+    """Every file of the remote tree at `revision`, by path."""
+    from huggingface_hub import RepoFile
+
+    return {
+        f.path: f for f in api.list_repo_tree(repo_id, recursive=True, revision=revision) if isinstance(f, RepoFile)
+    }
+
+
+def _push_error(
+    exc: Exception,
+    api: HfApi,
+    *,
+    folder: Path,
+    repo_id: str,
+    where: str,
+    stage: str,
+    target: str,
+    head_before: str | None,
+) -> Exception:
+    """The one-sentence HubError for a failed push (or `exc` itself when it is not a known failure shape)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HfHubHTTPError) and exc.response is not None and exc.response.status_code == 412:
+        now = _head(api, repo_id, target)
+        return HubError(
+            f"Pushing {folder} to {repo_id!r} on {where} was refused because {target} moved from "
+            f"{(head_before or '?')[:8]} to {(now or '?')[:8]} after it was read: nothing was overwritten and the "
+            "local folder is kept, so look at that commit and run the push again."
+        )
+    reason = failure_reason(exc, where)
+    if reason is None:
+        return exc
+    state = _target_state(api, repo_id, target, head_before)
+    return HubError(
+        f"Pushing {folder} to {repo_id!r} on {where} failed while {stage} ({reason}); {state}, "
+        "and the local folder is kept, so fix the cause and run the push again."
     )
 
 
@@ -241,7 +327,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def _failure_reason(exc: BaseException, where: str) -> str | None:
+def failure_reason(exc: BaseException, where: str) -> str | None:
     """A short, token-free reason for a known push failure shape; None for anything else (a bug)."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -264,13 +350,20 @@ def _failure_reason(exc: BaseException, where: str) -> str | None:
     return None
 
 
+def _head(api: HfApi, repo_id: str, target: str) -> str | None:
+    """The commit `target` points to now, or None when it cannot be read."""
+    try:
+        return api.repo_info(repo_id, revision=target).sha
+    except Exception:
+        return None
+
+
 def _target_state(api: HfApi, repo_id: str, target: str, head_before: str | None) -> str:
     """What a failed push left on the target branch, checked against the Hub where possible."""
     if head_before is None:
         return "no commit was made"
-    try:
-        head_now = api.repo_info(repo_id, revision=target).sha
-    except Exception:
+    head_now = _head(api, repo_id, target)
+    if head_now is None:
         return f"{target} could not be re-checked (it was at {head_before[:8]} before the push)"
     if head_now == head_before:
         return f"{target} was left unchanged at {head_before[:8]}"
@@ -280,15 +373,11 @@ def _target_state(api: HfApi, repo_id: str, target: str, head_before: str | None
 def _verify_remote(
     api: HfApi, repo_id: str, commit: str, files: dict[str, Path], *, where: str, commit_url: str
 ) -> None:
-    """Compare the remote tree at `commit` with the local files; raise HubError on any difference."""
-    from huggingface_hub import RepoFile
-
+    """Compare the remote tree at `commit` with the local files; raise HubError on any difference or extra file."""
     try:
-        remote = {
-            f.path: f for f in api.list_repo_tree(repo_id, recursive=True, revision=commit) if isinstance(f, RepoFile)
-        }
+        remote = _remote_files(api, repo_id, commit)
     except Exception as exc:
-        reason = _failure_reason(exc, where)
+        reason = failure_reason(exc, where)
         if reason is None:
             raise
         raise HubError(
@@ -296,6 +385,7 @@ def _verify_remote(
             f"({reason}); the local folder is kept, check {commit_url}."
         ) from exc
     differing = [rel for rel, path in files.items() if not _same_content(path, remote.get(rel))]
+    differing += sorted(p for p in remote if p not in files and p not in KEPT_REMOTE)
     if differing:
         shown = ", ".join(differing[:5]) + (f" and {len(differing) - 5} more" if len(differing) > 5 else "")
         raise HubError(

@@ -127,6 +127,13 @@ class PublishPlan(BaseModel):
     model_config = _Frozen
 
     owner: str | None = Field(default=None, description="Hub user or organisation for the {owner} placeholder.")
+    collection: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=59,
+        description="Title of a Hub collection (in the owner's namespace) that `plan aggregate` keeps listing "
+        "the published variants.",
+    )
     defaults: Settings = Field(default_factory=Settings)  # type: ignore[valid-type]
     variants: list[VariantSpec] = Field(default_factory=list)  # type: ignore[valid-type]
 
@@ -136,6 +143,7 @@ class Variant(BaseModel):
 
     model_config = _Frozen
 
+    id: str = Field(description="Stable id: the slug of the variant's name, else of its repo name.")
     name: str
     repo_id: str
     model: str
@@ -308,8 +316,10 @@ def resolve_variants(
         except ValidationError as exc:
             raise PlanError(validation_message(exc, where=f"{where} ({label})")) from None
         repo_id = render_repo_id(template, owner=plan.owner, model=model, name=name, prune=prune, label=label)
+        variant_id = _slug(spec.name if spec.name else repo_id.split("/")[-1]).lower()
         variants.append(
             Variant(
+                id=variant_id if plan.variants else "default",
                 name=name,
                 repo_id=repo_id,
                 model=model,
@@ -319,6 +329,14 @@ def resolve_variants(
                 push=push,
             )
         )
+    ids: dict[str, str] = {}
+    for variant in variants:
+        if variant.id in ids:
+            raise PlanError(
+                f"{where}: variants {ids[variant.id]!r} and {variant.name!r} have the same id {variant.id!r}; "
+                "give each variant a distinct `name`."
+            )
+        ids[variant.id] = variant.name
     seen: dict[str, str] = {}
     for variant in variants:
         if variant.repo_id in seen and not (variant.push.revision or variant.push.create_pr):
@@ -328,6 +346,19 @@ def resolve_variants(
             )
         seen[variant.repo_id] = variant.name
     return variants
+
+
+def select_variant(variants: list[Variant], variant_id: str, *, where: str = "the plan") -> Variant:
+    """The variant with this id (`plan matrix` prints the ids).
+
+    Raises:
+        PlanError: no variant has that id; the message lists the ids there are.
+    """
+    for variant in variants:
+        if variant.id == variant_id:
+            return variant
+    known = ", ".join(v.id for v in variants)
+    raise PlanError(f"{where} has no variant with id {variant_id!r}; its variants are: {known}.")
 
 
 def calibration_language(calibration: str, language: str | None) -> str:

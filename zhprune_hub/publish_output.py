@@ -1,6 +1,7 @@
 """How `publish` talks to people and machines: stage lines and bars on stderr, tables, `--json`.
 
-Kept apart from the stage runner so that publish.py holds only the pipeline.
+Kept apart from the runner: the stages report through the silent `Reporter` interface that
+stages.py defines, and this module implements it for a terminal (or a CI log).
 """
 
 from __future__ import annotations
@@ -10,37 +11,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zhprune_hub.stages import STAGES, Reporter
+
 if TYPE_CHECKING:
     from zhprune_hub.plan import Variant
     from zhprune_hub.publish import PublishReport
 
+__all__ = ["Reporter", "RichReporter", "print_report", "summary_table"]
+
 
 def _step(stage: str) -> str:
-    from zhprune_hub.publish import STAGES
-
     return f"[{STAGES.index(stage) + 1}/{len(STAGES)}]"
 
 
 # --- progress reporting ------------------------------------------------------------------------------
-
-
-class Reporter:
-    """Callbacks the runner reports through; this base class is silent (--quiet, --json, tests)."""
-
-    def variant_start(self, variant: Variant, work_dir: Path) -> None: ...
-
-    def stage_start(self, variant: Variant, stage: str) -> None: ...
-
-    def stage_done(self, variant: Variant, stage: str, *, skipped: bool, seconds: float, detail: str = "") -> None: ...
-
-    def stage_failed(self, variant: Variant, stage: str, message: str) -> None: ...
-
-    def log(self, message: str) -> None: ...
-
-    def progress(self, description: str, total: int) -> Callable[[int], None] | None:
-        return None
-
-    def close(self) -> None: ...
 
 
 class RichReporter(Reporter):

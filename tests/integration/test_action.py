@@ -5,9 +5,10 @@
 step a fresh GITHUB_OUTPUT file and shared GITHUB_STEP_SUMMARY / RUNNER_TEMP / GITHUB_ACTION_PATH, and runs
 its script with `bash --noprofile --norc -eo pipefail` like `shell: bash` does on a runner.
 
-The `python` input points at a wrapper around this interpreter (which already imports zhprune_hub at the
-action's version), so the action skips its virtual environment, and the wrapper records every argv it is
-called with: the tests see exactly what reached the tool.
+The `python` input points at a wrapper around this interpreter (which already imports this checkout's
+zhprune_hub), so the action skips its virtual environment, and the wrapper records every argv it is called
+with and whether HF_TOKEN was in its environment: the tests see exactly what reached the tool, and which
+steps held the token.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import zhprune_hub
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import make_tiny_checkpoint
 
@@ -33,7 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ACTION = yaml.safe_load((REPO_ROOT / "action.yml").read_text(encoding="utf-8"))
 EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}")
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import action_env  # noqa: E402
 import action_summary  # noqa: E402
+
+REPOSITORY = "tester/zhprune-plans"
 
 TINY_EXTRA = "--num-samples 8 --seq-len 64 --max-tokens 512 --ppl-seq-len 128"
 TINY_INPUTS = {
@@ -58,6 +60,7 @@ class ActionRun:
     summary: str
     argv: list[list[str]]
     root: Path
+    token_seen: list[bool]
 
     @property
     def log(self) -> str:
@@ -88,6 +91,17 @@ def substitute(value: str, context: dict) -> str:
     return EXPRESSION.sub(lambda m: evaluate(m.group(1), context), str(value))
 
 
+CONDITION = re.compile(r"^inputs\.([a-z-]+) (==|!=) '([a-z-]*)'$")
+
+
+def condition_holds(condition: str, context: dict) -> bool:
+    """A step's `if:`, for the one form action.yml uses (`inputs.NAME == 'value'` or `!=`) and no other."""
+    match = CONDITION.match(condition.strip())
+    assert match, f"condition {condition!r} is not supported by this test's evaluator"
+    name, op, value = match.groups()
+    return (context["inputs"][name] == value) == (op == "==")
+
+
 def parse_output_file(path: Path) -> dict[str, str]:
     """GITHUB_OUTPUT's two forms: `name=value` and `name<<DELIMITER` ... `DELIMITER`."""
     outputs: dict[str, str] = {}
@@ -110,14 +124,16 @@ def parse_output_file(path: Path) -> dict[str, str]:
 
 
 def python_wrapper(directory: Path) -> tuple[Path, Path]:
-    """An executable that logs its argv (one JSON list a line) and then execs this interpreter."""
+    """An executable that logs its argv and whether it holds HF_TOKEN (one JSON object a line), then execs
+    this interpreter (so it also works when this interpreter lives in a virtual environment)."""
     directory.mkdir(parents=True, exist_ok=True)
     log, wrapper = directory / "argv.jsonl", directory / "python"
     wrapper.write_text(
         f"#!{sys.executable}\n"
         "import json, os, sys\n"
         f"with open({str(log)!r}, 'a', encoding='utf-8') as fh:\n"
-        "    fh.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "    token = bool(os.environ.get('HF_TOKEN'))\n"
+        "    fh.write(json.dumps({'argv': sys.argv[1:], 'token': token}) + '\\n')\n"
         "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n",
         encoding="utf-8",
     )
@@ -147,6 +163,7 @@ def run_action(
     base_env.update(env or {})
     base_env.update(
         GITHUB_ACTIONS="true",
+        GITHUB_REPOSITORY=REPOSITORY,
         GITHUB_ACTION_PATH=str(REPO_ROOT),
         GITHUB_STEP_SUMMARY=str(summary),
         GITHUB_WORKSPACE=str(workspace),
@@ -156,7 +173,10 @@ def run_action(
     context["env"] = base_env
     stdout, stderr, returncode = [], [], 0
     for index, step in enumerate(ACTION["runs"]["steps"]):
-        assert step.get("shell") == "bash" and "run" in step and "if" not in step, step
+        assert step.get("shell") == "bash" and "run" in step, step
+        if "if" in step and not condition_holds(step["if"], context):
+            context["steps"][step["id"]] = {}
+            continue
         output_file = runner_temp / f"output_{index}"
         output_file.touch()
         step_env = {**base_env, **{k: substitute(v, context) for k, v in step.get("env", {}).items()}}
@@ -178,10 +198,13 @@ def run_action(
         if returncode != 0 or step["id"] == until:
             break
     outputs = {name: substitute(spec["value"], context) for name, spec in ACTION["outputs"].items()}
-    argv = [json.loads(line) for line in argv_log.read_text(encoding="utf-8").splitlines()] if argv_log.exists() else []
-    return ActionRun(
-        returncode, outputs, context["steps"], "".join(stdout), "".join(stderr), summary.read_text(), argv, root
+    calls = (
+        [json.loads(line) for line in argv_log.read_text(encoding="utf-8").splitlines()] if argv_log.exists() else []
     )
+    return ActionRun(
+        returncode, outputs, context["steps"], "".join(stdout), "".join(stderr), summary.read_text(),
+        [c["argv"] for c in calls], root, [c["token"] for c in calls],
+    )  # fmt: skip
 
 
 def publish_argv(run: ActionRun) -> list[str]:
@@ -241,7 +264,7 @@ def test_inputs_reach_scripts_only_through_env() -> None:
         for m in EXPRESSION.finditer(v)
     }
     assert {f"inputs.{name}" for name in ACTION["inputs"]} <= used
-    assert set(ACTION["outputs"]) == {"repo-urls", "commit-urls", "results", "ppl-delta"}
+    assert set(ACTION["outputs"]) == {"repo-urls", "commit-urls", "results", "ppl-delta", "matrix"}
 
 
 # --- scripts/action_summary.py on a handmade document ----------------------------------------------------------
@@ -311,7 +334,7 @@ def test_summary_outputs_and_tables(tmp_path, monkeypatch, capsys) -> None:
     assert outputs["commit-urls"].splitlines() == [doc["variants"][1]["commit_url"], doc["variants"][2]["pr_url"]]
     assert outputs["ppl-delta"] == repr(0.10218978102189781)  # the first variant that has one, in plan order
     assert outputs["results"] == str((tmp_path / "publish.json").resolve())
-    run = ActionRun(1, outputs, {}, log, "", summary, [], tmp_path)
+    run = ActionRun(1, outputs, {}, log, "", summary, [], tmp_path, [])
     assert_summary_matches(run, doc)
     assert "| smol-40 | tester/smol-40 | failed (push) | – | – |" in summary
     assert "[pull request](https://hub.example/tester/smol-30/discussions/1)" in summary
@@ -348,25 +371,69 @@ def test_summary_of_a_clean_dry_run(tmp_path, monkeypatch, capsys) -> None:
 # --- the action's steps, run locally ------------------------------------------------------------------------
 
 
+def _stand_in_venv(venv: Path, *, key: str) -> None:
+    """A ready virtual environment whose python runs this interpreter (a script, not a symlink: a symlink to a
+    virtualenv's python loses that virtualenv's packages once it lives outside it)."""
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+    python.chmod(0o755)
+    (venv / ".zhprune-hub-ready").write_text(key + "\n", encoding="utf-8")
+
+
 def test_setup_reuses_a_matching_virtual_environment(tmp_path) -> None:
-    """Without the `python` input the action uses its venv keyed by version and Python; a ready one is reused."""
+    """Without the `python` input the action uses its venv keyed by what is installed, per repository."""
     bin_dir = tmp_path / "path"
     bin_dir.mkdir()
     (bin_dir / "python3").symlink_to(sys.executable)
-    tag = f"py{sys.version_info[0]}.{sys.version_info[1]}"
-    venv = tmp_path / "hf-home" / "zhprune-hub" / "venvs" / f"{zhprune_hub.__version__}-{tag}"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "python").symlink_to(sys.executable)  # stands in for an installed venv
-    (venv / ".zhprune-hub-ready").touch()
+    key = action_env.install_key(REPO_ROOT)
+    scope = REPOSITORY.replace("/", "_")
+    venv = tmp_path / "hf-home" / "zhprune-hub" / scope / "venvs" / key
+    _stand_in_venv(venv, key=key)
     run = run_action(
         tmp_path,
         {"python": "", "hf-home": str(tmp_path / "hf-home")},
-        env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HF_TOKEN": "hf_secret_value_for_this_test"},
         until="setup",
     )
     assert run.returncode == 0, run.log
     assert run.steps["setup"]["python"] == str(venv / "bin" / "python")
-    assert "Reusing the virtual environment" in run.log
+    assert run.steps["setup"]["work-dir"] == str(tmp_path / "hf-home" / "zhprune-hub" / scope / "work" / key)
+    assert f"Reusing the virtual environment {venv} (install key {key})." in run.log
+
+
+def test_the_install_key_follows_the_installed_files_not_the_version(tmp_path) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "zhprune_hub" / "templates").mkdir(parents=True)
+    (checkout / "zhprune_hub" / "__init__.py").write_text('__version__ = "0.1.0"\n')
+    (checkout / "zhprune_hub" / "templates" / "card.md.j2").write_text("{{ x }}\n")
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (checkout / "constraints.txt").write_text("torch==2.13.0\n")
+    first = action_env.install_key(checkout)
+    (checkout / "zhprune_hub" / "__pycache__").mkdir()
+    (checkout / "zhprune_hub" / "__pycache__" / "x.pyc").write_bytes(b"compiled")
+    assert action_env.install_key(checkout) == first  # byte code is not what is installed
+    keys = {first}
+    for rel, text in (
+        ("zhprune_hub/templates/card.md.j2", "{{ y }}\n"),  # same __version__, different code
+        ("zhprune_hub/new_module.py", "x = 1\n"),
+        ("constraints.txt", "torch==2.12.0\n"),
+        ("pyproject.toml", "[project]\nname = 'y'\n"),
+    ):
+        (checkout / rel).write_text(text)
+        keys.add(action_env.install_key(checkout))
+    assert len(keys) == 5
+    assert action_env.installed_matches(REPO_ROOT)  # this interpreter imports the checkout itself
+    assert not action_env.installed_matches(checkout)
+
+
+def test_only_the_publish_step_holds_the_token(tmp_path) -> None:
+    token = "hf_secret_value_for_this_test"
+    run = run_action(tmp_path, {"base-model": "x", "dry-run": "yes"}, env={"HF_TOKEN": token}, until="setup")
+    assert run.returncode == 0, run.log
+    setup_calls = run.token_seen
+    assert setup_calls and not any(setup_calls)  # the setup step ran Python, and never with the token
+    assert [call[-2] for call in run.argv] == ["key", "matches"]
 
 
 def test_inputs_with_shell_metacharacters_stay_literal(tmp_path) -> None:
@@ -430,6 +497,8 @@ def test_action_publishes_a_tiny_model(tmp_path, hub_server, shared_data) -> Non
     for flag, value in (("--ratio", "0.25"), ("--ppl", "wikitext2"), ("--tasks", "piqa"), ("--limit", "8")):
         assert argv[argv.index(flag) + 1] == value
     assert_token_nowhere(hub_server.token, run, tmp_path / "hf-home")
+    # Of every Python the action ran (install check, argument split, publish, summary), only publish held the token.
+    assert [held for held in run.token_seen] == [call[:2] == ["-m", "zhprune_hub"] for call in run.argv]
     for name, data in hub_server.files(repo).items():
         assert hub_server.token.encode() not in data, name
     print(f"tiny action run: {seconds:.1f} s")
@@ -513,3 +582,58 @@ def test_action_publishes_smollm2(tmp_path, hub_server, shared_data, smollm2_dir
         p.parent.name: json.loads(p.read_text())["seconds"] for p in Path(variant["work_dir"]).glob("*/stage.json")
     }
     print(f"SmolLM2 action run: {seconds:.1f} s; stages: {stages}")
+
+
+# --- the plan commands (the jobs of .github/workflows/publish-matrix.yml) -------------------------------------
+
+
+def test_action_plan_matrix_outputs_the_pinned_matrix(tmp_path, hub_server) -> None:
+    hub_server.create_repo("tester/base")
+    plan = {
+        "defaults": {"model": "tester/base", "repo_id": "tester/base-{name}"},
+        "variants": [{"name": "a", "ratio": 0.1}, {"name": "b", "ratio": 0.2}],
+    }
+    (tmp_path / "zhprune.yaml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    inputs = {"command": "plan-matrix", "config": str(tmp_path / "zhprune.yaml"), "hf-endpoint": hub_server.endpoint}
+    run = run_action(tmp_path / "run", inputs, env={"HF_TOKEN": hub_server.token})
+    assert run.returncode == 0, run.log
+    matrix = json.loads(run.outputs["matrix"])
+    head = hub_server.head("tester/base")
+    assert [(e["id"], e["repo_id"], e["model_revision"]) for e in matrix["include"]] == [
+        ("a", "tester/base-a", head),
+        ("b", "tester/base-b", head),
+    ]
+    assert run.outputs["results"] == "" and run.steps["publish"] == {}  # the publish step did not run
+    assert run.token_seen == [c[:2] == ["-m", "zhprune_hub"] for c in run.argv]
+    assert_token_nowhere(hub_server.token, run)
+
+
+def test_action_aggregate_adds_the_table_to_the_job_summary(tmp_path) -> None:
+    plan = {"defaults": {"model": "Org/base", "repo_id": "tester/smol-{name}"},
+            "variants": [{"name": "smol-20"}, {"name": "smol-30"}, {"name": "smol-40"}]}  # fmt: skip
+    (tmp_path / "zhprune.yaml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    metrics = {
+        "base": {"model_id": "Org/base", "commit": "c" * 40, "parameters": 1000, "values": {"ppl/wikitext2": 10.0}},
+        "pruned": {"parameters": 800, "values": {"ppl/wikitext2": 12.5}},
+    }
+    ok = {**_sample()["variants"][1], "id": "smol-20", "name": "smol-20", "repo_id": "tester/smol-smol-20",
+          "metrics": metrics}  # fmt: skip
+    failed = {**_sample()["variants"][0], "id": "smol-40", "name": "smol-40", "repo_id": "tester/smol-smol-40"}
+    results = tmp_path / "artifacts"
+    for entry in (ok, failed):  # smol-30's job left nothing
+        (results / f"publish-{entry['id']}").mkdir(parents=True)
+        doc = {"schema_version": 1, "dry_run": False, "variants": [entry]}
+        (results / f"publish-{entry['id']}" / "publish.json").write_text(json.dumps(doc), encoding="utf-8")
+    inputs = {"command": "aggregate", "config": str(tmp_path / "zhprune.yaml"), "results-dir": str(results)}
+    run = run_action(tmp_path / "run", inputs)
+    assert run.returncode == 1, run.log  # two variants did not publish
+    assert "| **base** | `Org/base` @ `cccccccc` | — | 1,000 | 10.000 |" in run.summary
+    assert "| published | 800 (-20.0%) | 12.500 (+25.0%) |" in run.summary
+    assert "| smol-30 | tester/smol-smol-30 | no result |" in run.summary
+    assert "### 2 of 3 variants did not publish" in run.summary and "failed at `push`: Hub said 500" in run.summary
+
+
+def test_an_unknown_command_is_one_error(tmp_path) -> None:
+    run = run_action(tmp_path, {"command": "deploy", "config": "zhprune.yaml"})
+    assert run.returncode == 1
+    assert "::error::input command must be publish, plan-matrix, evaluate-base or aggregate, got: deploy" in run.stdout

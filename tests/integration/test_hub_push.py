@@ -221,3 +221,102 @@ def test_pull_downloads_a_pushed_snapshot_with_an_explicit_endpoint(hub_server, 
     assert commit == pushed.commit_oid
     assert (path / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
     assert json.loads((path / "config.json").read_text())["hidden_size"] == 320
+
+
+# --- the remote tree equals the folder, in one commit on top of the head that was read ------------------
+
+
+def _remote_tree(server, revision: str = "main") -> set[str]:
+    return set(server.files(REPO, revision)) - {".gitattributes"}
+
+
+def _local_tree(folder: Path) -> set[str]:
+    return set(_snapshot(folder))
+
+
+def test_files_gone_from_the_folder_are_deleted_in_the_same_commit(hub_server, model_dir):
+    save_file({"w": torch.zeros(4, 4)}, str(model_dir / "model-00002-of-00002.safetensors"))  # an older variant's shard
+    (model_dir / "extra").mkdir()
+    (model_dir / "extra" / "notes.txt").write_text("old")
+    first = _push(hub_server, model_dir)
+    hub_server.commit(REPO, {"added-by-hand.md": b"someone else's file"})
+    (model_dir / "model-00002-of-00002.safetensors").unlink()
+    (model_dir / "extra" / "notes.txt").unlink()
+    (model_dir / "extra").rmdir()
+    commits = hub_server.commits_made
+
+    result = _push(hub_server, model_dir)
+
+    assert result.changed and hub_server.commits_made == commits + 1
+    assert _remote_tree(hub_server) == _local_tree(model_dir) == {"model.safetensors", "config.json", "README.md"}
+    request = hub_server.commit_requests[-1]
+    assert set(request.deleted) == {"model-00002-of-00002.safetensors", "extra/notes.txt", "added-by-hand.md"}
+    assert request.parent_commit == hub_server.history(REPO)[1].oid != first.commit_oid  # the head it read
+    assert set(request.added) == set()  # the three kept files are unchanged: nothing re-sent
+
+
+def test_every_push_names_the_head_it_read_as_parent(hub_server, model_dir):
+    hub_server.create_repo(REPO)
+    initial = hub_server.head(REPO)
+
+    _push(hub_server, model_dir)
+
+    [request] = hub_server.commit_requests
+    assert request.parent_commit == initial and request.revision == "main" and not request.create_pr
+
+
+@pytest.mark.parametrize("target", ["main", "branch"])
+def test_a_concurrent_commit_is_never_overwritten(hub_server, model_dir, target):
+    revision = "pruned-20" if target == "branch" else None
+    _push(hub_server, model_dir, revision=revision)
+    ref = revision or "main"
+    before = hub_server.head(REPO, ref)
+    (model_dir / "config.json").write_text('{"ours": true}')
+    local = _snapshot(model_dir)
+    hub_server.race_next_commit = {"config.json": b'{"theirs": true}'}
+
+    with pytest.raises(HubError) as info:
+        _push(hub_server, model_dir, revision=revision)
+
+    message = str(info.value)
+    theirs = hub_server.head(REPO, ref)
+    assert theirs != before and hub_server.files(REPO, ref)["config.json"] == b'{"theirs": true}'
+    assert f"{ref} moved from {before[:8]} to {theirs[:8]} after it was read" in message
+    assert "nothing was overwritten" in message and "\n" not in message and message.count(". ") == 0
+    assert _snapshot(model_dir) == local
+    if target == "branch":
+        assert hub_server.head(REPO) == hub_server.history(REPO, ref)[-1].oid  # main untouched
+
+
+def test_a_branch_push_deletes_stale_files_only_on_that_branch(hub_server, model_dir):
+    (model_dir / "stale.json").write_text("{}")
+    _push(hub_server, model_dir)
+    _push(hub_server, model_dir, revision="pruned-20")
+    (model_dir / "stale.json").unlink()
+
+    result = _push(hub_server, model_dir, revision="pruned-20")
+
+    assert result.changed and result.revision == "pruned-20"
+    assert _remote_tree(hub_server, "pruned-20") == _local_tree(model_dir)
+    assert "stale.json" in hub_server.files(REPO)  # main keeps what it had
+
+
+def test_a_pull_request_holds_exactly_the_folder(hub_server, model_dir):
+    (model_dir / "stale.json").write_text("{}")
+    _push(hub_server, model_dir)
+    main = hub_server.head(REPO)
+    (model_dir / "stale.json").unlink()
+
+    result = _push(hub_server, model_dir, create_pr=True)
+
+    assert result.changed and result.revision == "refs/pr/1" and hub_server.head(REPO) == main
+    assert _remote_tree(hub_server, "refs/pr/1") == _local_tree(model_dir)
+    assert hub_server.history(REPO, "refs/pr/1")[1].oid == main
+    assert hub_server.commit_requests[-1].parent_commit == main
+
+
+def test_an_extra_remote_file_after_the_commit_is_reported(hub_server, model_dir):
+    hub_server.tamper_next_commit = {"unexpected.txt": b"x"}
+
+    with pytest.raises(HubError, match=r"differs from the local folder in unexpected\.txt"):
+        _push(hub_server, model_dir)

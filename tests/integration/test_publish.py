@@ -28,7 +28,7 @@ from tiny_models import make_tiny_checkpoint
 REPO = "tester/tiny-pruned"
 JSON_KEYS = {
     "name", "repo_id", "status", "failed_stage", "error", "repo_url", "commit_url", "pr_url", "work_dir",
-    "results", "card", "ppl_delta", "deltas_markdown",
+    "results", "card", "ppl_delta", "deltas_markdown", "base_evaluation", "id", "metrics",
 }  # fmt: skip
 
 
@@ -50,11 +50,18 @@ def _variants(base: Path, data_dir: Path, **extra):
     return resolve_variants(plan_from_flags({"model": str(base), "repo_id": REPO, **_flags(data_dir), **extra}))
 
 
+BASE_README = "---\nlicense: other\nlicense_name: tiny-terms\nlicense_link: LICENSE\n---\n# tiny base\n"
+LICENCE_FILES = {"LICENSE": "Tiny terms: use it kindly.\n", "USE_POLICY.md": "# Use policy\n\nNo harm.\n"}
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, shared_data):
-    """A tiny base checkpoint and a work directory whose stages up to `card` are done."""
+    """A tiny base checkpoint (with licence files) and a work directory whose stages up to `card` are done."""
     root = tmp_path_factory.mktemp("publish")
     base = make_tiny_checkpoint("llama", root / "base")
+    (base / "README.md").write_text(BASE_README, encoding="utf-8")
+    for name, text in LICENCE_FILES.items():
+        (base / name).write_text(text, encoding="utf-8")
     work = root / "work"
     report = publish(_variants(base, shared_data), work_dir=work, dry_run=True)
     assert report.ok, report.variants[0].error
@@ -103,6 +110,34 @@ def test_dry_run_outputs(prepared):
     assert outcome.ppl_delta is not None and outcome.deltas_markdown in Path(outcome.card).read_text()
 
 
+def test_the_repository_names_no_local_path(prepared, shared_data):
+    """Base directory, data directory, work directory and home appear in no published text file."""
+    base, work, outcome = prepared
+    repo = Path(outcome.repo_dir)
+    local = {str(base), str(base.resolve()), str(shared_data), str(shared_data.resolve()), str(work), str(Path.home())}
+    for path in repo.rglob("*"):
+        if path.suffix in {".md", ".json", ".py", ".txt"} or path.name in LICENCE_FILES:
+            text = path.read_text(encoding="utf-8")
+            assert not [p for p in local if p in text], path.name
+    card = ModelCard.load(repo / "README.md")
+    assert f"- Base model: `{base.name}`." in card.text
+    assert "read from <data-dir>/c4/c4_validation_2k.parquet[:1500]" in card.text
+    assert f"zhprune-hub publish {base.name} --repo-id {REPO}" in card.text
+    results = json.loads((repo / "zhprune_results.json").read_text())
+    assert results["reference"] == results["models"][0]["model_id"] == base.name
+    assert results["models"][0]["perplexity"][0]["source"] == "<data-dir>/wikitext2/wiki.test.raw"
+
+
+def test_the_base_licence_travels_with_the_pruned_model(prepared):
+    repo = Path(prepared[2].repo_dir)
+    for name, text in LICENCE_FILES.items():
+        assert (repo / name).read_text(encoding="utf-8") == text
+    card = ModelCard.load(repo / "README.md")
+    assert (card.data.license, card.data.license_name, card.data.license_link) == ("other", "tiny-terms", "LICENSE")
+    assert "License: `other` (`tiny-terms`, [terms](LICENSE)), inherited from the base model." in card.text
+    assert "The base model's LICENSE, USE_POLICY.md are included in this repository unchanged" in card.text
+
+
 def test_cli_publish_from_hub_then_download_matches_local_logits(hub_server, shared_data, prepared, tmp_path):
     """The whole command in a subprocess: pull from the server, prune, ..., push; then download and load."""
     push_folder(prepared[0], "tester/tiny-base", endpoint=hub_server.endpoint, token=hub_server.token,
@@ -134,6 +169,9 @@ def test_cli_publish_from_hub_then_download_matches_local_logits(hub_server, sha
 
     card = ModelCard(hub_server.files(REPO)["README.md"].decode())
     assert card.data.base_model == "tester/tiny-base" and "pruned" in card.data.tags
+    # pulled from the Hub, the base's licence files still reach the pruned repository
+    assert hub_server.files(REPO)["LICENSE"] == LICENCE_FILES["LICENSE"].encode() and card.data.license == "other"
+    assert "- Base model: `tester/tiny-base` at commit" in card.text
 
     fresh = tmp_path / "fresh"
     snapshot_download(REPO, endpoint=hub_server.endpoint, token=hub_server.token, local_dir=fresh)
@@ -218,3 +256,20 @@ def test_no_token_fails_before_pruning(prepared, tmp_path, shared_data, monkeypa
         monkeypatch, capsys,
     )  # fmt: skip
     assert code == 3 and "No Hub token found" in err and not (tmp_path / "w").exists()
+
+
+def test_card_command_names_no_local_path_and_carries_the_licence(prepared, tmp_path, shared_data, monkeypatch, capsys):
+    base, work, outcome = prepared
+    checkpoint = tmp_path / "pruned-checkpoint"
+    shutil.copytree(Path(outcome.work_dir) / "prune" / "model", checkpoint)
+    results = Path(outcome.work_dir) / "evaluate" / "zhprune_results.json"
+    assert str(shared_data) in results.read_text()  # the local results do name the data directory
+
+    code, _, err = _cli(["card", str(checkpoint), "--base", str(base), "--results", str(results)], monkeypatch, capsys)
+
+    assert code == 0, err
+    readme = (checkpoint / "README.md").read_text()
+    for local in (str(base), str(shared_data), str(tmp_path), str(work)):
+        assert local not in readme and local not in (checkpoint / "zhprune_results.json").read_text()
+    assert f"- Base model: `{base.name}`." in readme and "zhprune-hub prune base --output pruned-checkpoint" in readme
+    assert (checkpoint / "LICENSE").read_text() == LICENCE_FILES["LICENSE"]

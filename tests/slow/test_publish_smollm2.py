@@ -50,11 +50,14 @@ def test_publish_smollm2_then_download_matches(hub, smollm2_dir, shared_data, tm
     assert variant["status"] == "published"
     assert 0 < variant["ppl_delta"] < 20  # worse (8 calibration windows, no retraining), not collapsed
     results = json.loads(Path(variant["results"]).read_text())
-    assert [m["model_id"] for m in results["models"]] == [str(smollm2_dir), REPO]
+    assert [m["model_id"] for m in results["models"]] == [smollm2_dir.name, REPO]  # a local base: its name
 
     card = ModelCard(hub.files(REPO)["README.md"].decode())
     assert "pruned" in card.data.tags and card.data.eval_results
     assert variant["deltas_markdown"] in str(card)
+    for name, data in hub.files(REPO).items():
+        if name.endswith((".md", ".json")):
+            assert str(smollm2_dir) not in data.decode() and str(shared_data) not in data.decode(), name
 
     fresh = tmp_path / "fresh"
     snapshot_download(REPO, endpoint=hub.endpoint, token=hub.token, local_dir=fresh)

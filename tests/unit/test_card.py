@@ -93,7 +93,7 @@ def _render(results, report, **meta):
         report, results, repo_id=REPO, command="zhprune-hub publish Org/base --repo-id " + REPO,
         base_card_data=meta, base_config=BASE_CONFIG,
     )  # fmt: skip
-    return ctx, render_card(ctx, card_data(ctx, results, extra=meta))
+    return ctx, render_card(ctx, card_data(ctx, results))
 
 
 def _table_rows(markdown: str) -> dict[str, list[str]]:

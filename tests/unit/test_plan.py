@@ -138,3 +138,32 @@ def test_cli_reports_a_bad_plan_in_one_sentence(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert f"Error: {path} has an invalid field: variants[0].ratio: input should be less than 1 (got 1.5)" in err
+
+
+def test_variant_ids_are_stable_slugs_and_select_one():
+    plan = plan_from_dict(
+        {"defaults": {"model": "a/b", "repo_id": "me/x-{name}"},
+         "variants": [{"name": "R30 Uniform", "ratio": 0.3}, {"repo_id": "me/Plain.Name", "ratio": 0.1}]}
+    )  # fmt: skip
+    variants = resolve_variants(plan)
+    assert [v.id for v in variants] == ["r30-uniform", "plain.name"]  # from the name, else the repo name
+    reordered = plan.model_copy(update={"variants": list(reversed(plan.variants))})
+    assert [v.id for v in resolve_variants(reordered)] == ["plain.name", "r30-uniform"]  # not from positions
+    from zhprune_hub.plan import select_variant
+
+    assert select_variant(variants, "plain.name").prune.ratio == 0.1
+    with pytest.raises(PlanError, match=r"has no variant with id 'r30'; its variants are: r30-uniform, plain\.name\."):
+        select_variant(variants, "r30")
+
+
+def test_two_variants_with_one_id_are_refused():
+    plan = plan_from_dict(
+        {"defaults": {"model": "a/b", "repo_id": "me/x-{percent}"},
+         "variants": [{"name": "Fast", "ratio": 0.1}, {"name": "fast", "ratio": 0.2}]}
+    )  # fmt: skip
+    with pytest.raises(PlanError, match="have the same id 'fast'; give each variant a distinct `name`"):
+        resolve_variants(plan)
+
+
+def test_the_example_plan_names_a_collection():
+    assert load_plan(EXAMPLE).collection == "Pruned Qwen2.5-0.5B"
