@@ -43,7 +43,7 @@ def base_parser(description: str, *, out: str, markdown: str) -> argparse.Argume
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["smollm2", "qwen2.5"], help="Paths or smollm2 / qwen2.5.")
     parser.add_argument("--ratios", nargs="+", default=["0.1", "0.2", "0.3"], help="Fractions of total parameters.")
-    parser.add_argument("--methods", nargs="+", default=["taylor", "activation", "magnitude", "random"])
+    parser.add_argument("--methods", nargs="+", default=["obs", "taylor", "activation", "magnitude", "random"])
     parser.add_argument("--layouts", nargs="+", default=["global", "uniform"])
     parser.add_argument("--seeds", nargs="+", default=["0"])
     parser.add_argument("--calibration", default="auto", help="Calibration corpus (auto = the model's language).")
@@ -226,7 +226,13 @@ def prune_with_method(
     seed: int,
     calibration: str | None = None,
 ) -> dict[str, Any]:
-    """Prune with the library's own pipeline (or the ShortGPT baseline); return the pruning report."""
+    """Prune with the library's own pipeline (or the ShortGPT baseline); return the pruning report.
+
+    `method` may carry `:norepair` (e.g. `taylor:norepair`): the same method with `--no-repair`.
+    """
+    method, _, variant = method.partition(":")
+    if variant not in ("", "norepair"):
+        raise SystemExit(f"--methods {method}:{variant}: the only variant is ':norepair'.")
     if method == SHORTGPT:
         return prune_whole_blocks(
             model_dir, output, ratio=ratio, args=args, seed=seed, calibration=calibration or args.calibration
@@ -239,6 +245,7 @@ def prune_with_method(
         output=output,
         ratio=ratio,
         method=method,
+        repair=variant != "norepair",
         layout=layout,
         calibration=calibration or args.calibration,
         data_dir=args.data_dir,

@@ -96,7 +96,8 @@ def measure(depth: int, args: argparse.Namespace, root: Path) -> dict:
         shutil.rmtree(model_dir, ignore_errors=True)
         shutil.rmtree(output, ignore_errors=True)
     if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "prune failed")
+        errors = [line for line in done.stderr.splitlines() if line.startswith("Error") or "Error:" in line]
+        raise RuntimeError(errors[-1] if errors else done.stderr.strip()[-500:] or "prune failed")
     report = json.loads(done.stdout)["report"]
     tokens = args.num_samples * args.seq_len
     bound = (sizes["block_parameters"] * 4 + tokens * args.hidden * 4 + sizes["embedding_parameters"] * 4) / GIB + 1.5

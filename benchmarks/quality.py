@@ -38,7 +38,7 @@ from common import (
     write_markdown,
 )
 
-METHOD_ORDER = ["base", "taylor", "activation", "magnitude", "random", SHORTGPT]
+METHOD_ORDER = ["base", "obs", "obs:norepair", "taylor", "taylor:norepair", "activation", "magnitude", "random", SHORTGPT]
 TASK_LABELS = {"winogrande": "wino", "arc_easy": "arc_e", "hellaswag": "hella"}
 
 
@@ -124,7 +124,7 @@ def render(store: Store, args) -> str:
             (r for r in results if r["model"] == model),
             key=lambda r: (
                 r["ratio"],
-                METHOD_ORDER.index(r["method"]),
+                METHOD_ORDER.index(r["method"]) if r["method"] in METHOD_ORDER else len(METHOD_ORDER),
                 str(r["layout"]),
                 calibration_name(r),
                 r.get("seed") or 0,
