@@ -163,16 +163,10 @@ class Store:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename, so a crash never leaves half a results file."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temp, 0o644)  # mkstemp creates 0600; results are meant to be committed and shared
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Replace `path` with `text` in one rename (the package's one atomic writer), mode 0644."""
+    from zhprune_hub.outputs import write_atomically as write
+
+    write(path, text)
 
 
 def run_configs(
@@ -339,9 +333,11 @@ def prune_whole_blocks(
 
     mark = time.perf_counter()
     model.to(saved_dtype)
-    output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output)  # widths unchanged: the stock config describes the shorter model
-    tokenizer.save_pretrained(output)
+    from zhprune_hub.outputs import atomic_directory
+
+    with atomic_directory(output, overwrite=True) as staging:
+        model.save_pretrained(staging)  # widths unchanged: the stock config describes the shorter model
+        tokenizer.save_pretrained(staging)
     layout = "uniform"
     timings["save_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started

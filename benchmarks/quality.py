@@ -38,7 +38,17 @@ from common import (
     write_markdown,
 )
 
-METHOD_ORDER = ["base", "obs", "obs:norepair", "taylor", "taylor:norepair", "activation", "magnitude", "random", SHORTGPT]
+METHOD_ORDER = [
+    "base",
+    "obs",
+    "obs:norepair",
+    "taylor",
+    "taylor:norepair",
+    "activation",
+    "magnitude",
+    "random",
+    SHORTGPT,
+]
 TASK_LABELS = {"winogrande": "wino", "arc_easy": "arc_e", "hellaswag": "hella"}
 
 

@@ -46,7 +46,7 @@ from common import (
 )
 
 CHILD_FLAG = "--child"
-FLOORS = {"taylor": "forward_backward", "activation": "forward"}
+FLOORS = {"obs": "forward_backward", "taylor": "forward_backward", "activation": "forward"}
 
 
 def parse_args(argv: list[str] | None = None):
@@ -353,6 +353,8 @@ def render(store: Store) -> str:
         for r in (r for r in rows if r["measure"] == "prune"):
             timings, memory = r.get("prune_timings") or {}, r.get("memory") or {}
             floor = floors.get(FLOORS.get(r["method"], ""))
+            # The sequential engine's collection pass (scores and statistics); older results call it importance_s.
+            scoring_s = timings.get("collect_s", timings.get("importance_s"))
             floor_s = floor["seconds"] if floor else None
             floor_rss = floor["memory"]["peak_rss_mb"] if floor else None
             same = None
@@ -363,11 +365,11 @@ def render(store: Store) -> str:
                     r["method"],
                     r["layout"],
                     fmt(r["ratio"], 1),
-                    fmt(timings.get("importance_s")),
+                    fmt(scoring_s),
                     fmt(timings.get("total_s")),
                     floor["floor"].replace("_", "+") if floor else "—",
                     fmt(floor_s),
-                    fmt(_ratio(timings.get("importance_s"), floor_s)),
+                    fmt(_ratio(scoring_s, floor_s)),
                     fmt(_ratio(timings.get("total_s"), floor_s)),
                     fmt(memory.get("peak_rss_mb"), 0),
                     fmt(floor_rss, 0),

@@ -107,16 +107,13 @@ def convert(gguf: Path, target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    staging.chmod(0o755)
-    model.save_pretrained(staging, max_shard_size="200MB")
-    tokenizer.save_pretrained(staging)
-    (staging / "SOURCE.txt").write_text(f"converted from {gguf.name} sha256 {sha256_of(gguf)}\n")
-    for path in staging.iterdir():  # the shard writer creates 0600 files; other users of the cache must read them
-        path.chmod(0o644)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    from zhprune_hub.outputs import atomic_directory, write_atomically
+
+    # Staged beside the target and renamed into place (0755/0644, readable by the other users of the cache).
+    with atomic_directory(target, overwrite=True) as staging:
+        model.save_pretrained(staging, max_shard_size="200MB")
+        tokenizer.save_pretrained(staging)
+        write_atomically(staging / "SOURCE.txt", f"converted from {gguf.name} sha256 {sha256_of(gguf)}\n")
 
 
 def ensure(key: str, cache_dir: Path) -> Path:

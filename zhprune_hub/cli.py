@@ -39,17 +39,28 @@ DataDirOption = Annotated[
         envvar="ZHPRUNE_DATA_DIR",
     ),
 ]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, mps, cuda or cuda:N.")]
 DtypeOption = Annotated[
-    str, typer.Option("--dtype", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16.")
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16. A GGUF base is dequantised and "
+        "saved as bfloat16 unless this names another dtype.",
+    ),
 ]
 RevisionOption = Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit of MODEL.")]
-GgufOption = Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside MODEL's directory to load.")]
+GgufOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gguf-file",
+        help="GGUF file of MODEL (directory or Hub repo) to use; default: the largest (highest precision).",
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 DEFAULT_TASKS = "boolq,piqa,hellaswag,winogrande,arc_easy"
 TasksOption = Annotated[str, typer.Option("--tasks", help="Zero-shot lm-eval tasks, comma-separated, or 'none'.")]
-LimitOption = Annotated[int | None, typer.Option("--limit", help="Items per zero-shot task (quick runs).")]
+LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Items per zero-shot task (quick runs).")]
 MethodOption = Annotated[
     str,
     typer.Option(
@@ -84,32 +95,71 @@ def _root(
     """zhprune-hub: prune, verify, evaluate and publish structured-pruned LLMs."""
 
 
+#: What an interruption leaves behind, per command (default: nothing, since outputs are atomic).
+_INTERRUPTED = {
+    "publish": "Interrupted; finished stages are kept in the work directory and a rerun resumes after the last "
+    "of them (nothing was pushed unless the push stage had started).",
+    "push": "Interrupted; the commit may or may not have reached the Hub, so run the same push again "
+    "(identical content makes no new commit).",
+}
+
+
+class _Interruption:
+    """Remembers a SIGINT/SIGTERM, then lets it unwind the stack as KeyboardInterrupt.
+
+    typer turns KeyboardInterrupt into a silent exit code (and other versions into "Aborted!"), so
+    the entry point needs its own record of the signal to say what happened.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def install(self) -> None:
+        import signal
+
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self._handle)
+
+    def _handle(self, number: int, frame: object) -> None:
+        self.signal = number
+        raise KeyboardInterrupt
+
+    def exit(self, command: str | None) -> None:
+        import signal
+
+        from zhprune_hub.outputs import committed_outputs
+
+        message = _INTERRUPTED.get(command or "", "Interrupted; nothing was written.")
+        done = committed_outputs()
+        if done and command not in _INTERRUPTED:
+            message = f"Interrupted after {', '.join(map(str, done))} had been written completely."
+        print(message, file=sys.stderr)
+        sys.exit(128 + (self.signal or signal.SIGINT))
+
+
+def _command_name(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main() -> None:
-    """Entry point: run the app, turning known errors into one sentence."""
+    """Entry point: run the app; known errors become one sentence, usage errors click's usage message."""
+    interruption = _Interruption()
+    interruption.install()
+    command = _command_name(sys.argv[1:])
     try:
-        code = app(standalone_mode=False)
+        app()  # standalone: typer prints usage errors itself, in the form its version documents
     except ZhpruneError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         if os.environ.get("ZHPRUNE_DEBUG"):
             raise
         print("Set ZHPRUNE_DEBUG=1 for the traceback.", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("Aborted.", file=sys.stderr)
-        sys.exit(130)
     except KeyboardInterrupt:
-        print("Interrupted; nothing was published and partial outputs were discarded.", file=sys.stderr)
-        sys.exit(130)
+        interruption.exit(command)
     except SystemExit:
+        if interruption.signal is not None:
+            interruption.exit(command)
         raise
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 # --- prune / verify (pruning engine) ---------------------------------------------------------
@@ -243,8 +293,9 @@ def datasets_command(
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
 
-    from rich.console import Console
     from rich.table import Table
+
+    from zhprune_hub.console import make_console
 
     table = Table(title="Corpora: read from the local data directory when found, else from the Hub")
     for column in ("name", "aliases", "lang", "used for", "calibration read from", "evaluation read from"):
@@ -258,7 +309,7 @@ def datasets_command(
             row["calibration"]["read_from"] if row["calibration"] else row.get("resolves_to", "-"),
             row["evaluation"]["read_from"] if row["evaluation"] else "-",
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -275,9 +326,11 @@ def evaluate_cmd(
     ] = None,
     tasks: TasksOption = DEFAULT_TASKS,
     limit: LimitOption = None,
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Perplexity window (capped at the model context).")] = 2048,
+    seq_len: Annotated[
+        int, typer.Option("--seq-len", min=2, help="Perplexity window (capped at the model context).")
+    ] = 2048,
     max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens of each text.")
+        int | None, typer.Option("--max-tokens", min=2, help="Evaluate only this many leading tokens of each text.")
     ] = None,
     batch_size: Annotated[str, typer.Option("--batch-size", help="auto or a number of windows/requests.")] = "auto",
     device: DeviceOption = "auto",
@@ -298,8 +351,11 @@ def evaluate_cmd(
     """Evaluate models (perplexity + lm-eval zero-shot) and compare each with the first."""
     from zhprune_hub.evaluate import evaluate_models, render_table
     from zhprune_hub.evaluate.runner import parse_batch_size, parse_names
+    from zhprune_hub.preflight import evaluate_preflight
     from zhprune_hub.results import save_results
 
+    # Before hours of evaluation, not after.
+    json_out = evaluate_preflight(models, ppl=parse_names(ppl), device=device, dtype=dtype, json_out=json_out)
     results = evaluate_models(
         models,
         ppl=parse_names(ppl),
@@ -317,14 +373,22 @@ def evaluate_cmd(
     if json_out is not None and str(json_out) == "-":
         typer.echo(results.model_dump_json(indent=2))
         return
+    failure = None
     if json_out is not None:
-        save_results(results, json_out)
-    if not quiet:
-        from rich.console import Console
+        try:
+            save_results(results, json_out)
+        except OSError as exc:  # the disk filled up or the folder went away during the evaluation
+            from zhprune_hub.outputs import keep_elsewhere
 
-        Console().print(render_table(results))
-        if json_out is not None:
-            Console(stderr=True).print(f"Results written to {json_out}")
+            failure = keep_elsewhere(json_out, results.model_dump_json(indent=2) + "\n", error=exc, flag="--json")
+    if not quiet:
+        from zhprune_hub.console import make_console
+
+        make_console().print(render_table(results))
+        if json_out is not None and failure is None:
+            make_console(stderr=True).print(f"Results written to {json_out}")
+    if failure is not None:
+        raise failure
 
 
 # --- card / push / publish --------------------------------------------------------------------
@@ -366,7 +430,9 @@ def push_cmd(
     commit_message: Annotated[str, typer.Option("--commit-message", help="Commit title.")] = "Upload pruned model",
 ) -> None:
     from zhprune_hub.hub import push_folder
+    from zhprune_hub.preflight import check_repo_id
 
+    check_repo_id(repo_id)
     result = push_folder(
         directory,
         repo_id,
@@ -458,7 +524,7 @@ def publish_cmd(
     ] = None,
     json_output: JsonFlag = False,
     quiet: QuietFlag = False,
-) -> int:
+) -> None:
     from zhprune_hub.plan import load_plan, plan_from_flags, resolve_variants
     from zhprune_hub.publish import publish
     from zhprune_hub.publish_output import RichReporter, print_report
@@ -497,4 +563,5 @@ def publish_cmd(
         base_results_dir=base_results_dir,
     )
     print_report(report, json_output=json_output, quiet=quiet)
-    return 0 if report.ok else 1
+    if not report.ok:
+        raise typer.Exit(1)

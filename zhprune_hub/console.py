@@ -16,8 +16,22 @@ from rich.table import Table
 
 from zhprune_hub.errors import PlanError
 
-stderr = Console(stderr=True)
-stdout = Console()
+#: Width of tables written to a pipe or a CI log (rich would assume 80 columns and cut numbers).
+NON_TTY_WIDTH = 200
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console whose tables are never cut: the terminal's width on a TTY (or $COLUMNS), else a wide one."""
+    import os
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not (hasattr(stream, "isatty") and stream.isatty()) and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=NON_TTY_WIDTH if wide else None)
+
+
+stderr = make_console(stderr=True)
+stdout = make_console()
 
 
 def build_config(model_class: type, values: dict[str, Any]) -> Any:
@@ -34,7 +48,7 @@ def parameter_table(report: dict[str, Any]) -> Table:
     params = report["parameters"]
     table = Table(title=f"Pruned {report['base_model']['reference']} ({report['method']}, {report['layout']} layout)")
     for column in ("parameters", "before", "after", "removed"):
-        table.add_column(column, justify="right" if column != "parameters" else "left")
+        table.add_column(column, justify="right" if column != "parameters" else "left", overflow="fold")
     for key in ("total", "non_embedding"):
         before, after = params["before"][key], params["after"][key]
         table.add_row(key.replace("_", "-"), f"{before:,}", f"{after:,}", f"{(before - after) / before:.1%}")
@@ -53,9 +67,10 @@ def run_prune(values: dict[str, Any], *, json_output: bool, quiet: bool) -> dict
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=stderr,
-        disable=silent,
+        disable=silent or not stderr.is_terminal,  # a bar in a log is only noise
         transient=True,
     )
+
     def bar(description: str, total: int) -> Any:
         task = progress.add_task(description, total=total)
         return lambda n: progress.advance(task, n)
@@ -87,9 +102,9 @@ def run_verify(directory: Path, *, base: str | None, json_output: bool) -> bool:
         stdout.print_json(json.dumps(result.to_dict()))
         return result.ok
     table = Table(title=f"verify {result.directory}")
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("detail")
+    table.add_column("check", overflow="fold")
+    table.add_column("result", overflow="fold")
+    table.add_column("detail", overflow="fold")
     for check in result.checks:
         table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
     stdout.print(table)

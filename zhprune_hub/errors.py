@@ -50,5 +50,9 @@ class HubError(ZhpruneError):
     exit_code = 3
 
 
+class OutputError(ZhpruneError):
+    """An output path cannot be written: it is a file, not writable, too small, or not ours to replace."""
+
+
 class EvaluationError(ZhpruneError):
     """An evaluation could not run (missing data, bad task name, unusable model)."""

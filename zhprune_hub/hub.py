@@ -6,9 +6,11 @@ can point it at a local Hub-compatible server and users at a mirror (HF_ENDPOINT
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,24 +64,19 @@ def pull(
 ) -> tuple[Path, str | None]:
     """Download a model snapshot and return (local directory, resolved commit sha).
 
+    With `gguf_file`, only that GGUF file is downloaded (beside the tokenizer and config files);
+    otherwise no GGUF file is.
+
     Raises:
         ModelSourceError: the repository or revision does not exist, or the Hub is unreachable.
     """
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub import snapshot_download
 
     endpoint = resolve_endpoint(endpoint)
-    patterns = list(PULL_PATTERNS)
-    if gguf_file is None:
-        patterns.remove("*.gguf")
-    else:
-        patterns = [p for p in patterns if p != "*.safetensors"]
-    try:
+    patterns = [p for p in PULL_PATTERNS if p != "*.gguf"]
+    if gguf_file is not None:
+        patterns = [p for p in patterns if p != "*.safetensors"] + [gguf_file]
+    with pull_errors(repo_id, revision=revision, endpoint=endpoint):
         path = snapshot_download(
             repo_id,
             revision=revision,
@@ -88,27 +85,78 @@ def pull(
             cache_dir=cache_dir,
             allow_patterns=patterns,
         )
-    except RepositoryNotFoundError as exc:
-        raise ModelSourceError(
-            f"Model {repo_id!r} was not found on {endpoint or 'the Hub'}; check the id, or pass a local directory."
-        ) from exc
+    # snapshot_download returns .../snapshots/<commit sha>
+    name = Path(path).name
+    return Path(path), name if len(name) == 40 else None
+
+
+def remote_files(
+    repo_id: str, *, revision: str | None = None, endpoint: str | None = None, token: str | bool | None = None
+) -> dict[str, int | None] | None:
+    """File name -> size of a Hub model at `revision`; None when offline mode forbids asking.
+
+    Raises:
+        ModelSourceError: as `pull`.
+    """
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    endpoint = resolve_endpoint(endpoint)
+    with pull_errors(repo_id, revision=revision, endpoint=endpoint):
+        info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision, files_metadata=True)
+    return {sibling.rfilename: sibling.size for sibling in info.siblings or []}
+
+
+@contextlib.contextmanager
+def pull_errors(repo_id: str, *, revision: str | None, endpoint: str | None) -> Iterator[None]:
+    """Turn the ways a download fails into one sentence that names the cause (never the token)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = endpoint or DEFAULT_ENDPOINT
+    try:
+        yield
+    except GatedRepoError as exc:  # a subclass of RepositoryNotFoundError: test it first
+        raise ModelSourceError(f"Model {repo_id!r} is gated; accept its terms on the Hub and set HF_TOKEN.") from exc
     except RevisionNotFoundError as exc:
         raise ModelSourceError(
-            f"Revision {revision!r} does not exist in {repo_id!r}; pass an existing branch, tag or commit."
+            f"Revision {revision!r} does not exist in {repo_id!r} on {where}; pass an existing branch, tag or "
+            "commit (or leave --revision out for main)."
         ) from exc
-    except GatedRepoError as exc:
-        raise ModelSourceError(f"Model {repo_id!r} is gated; accept its terms on the Hub and set HF_TOKEN.") from exc
-    except LocalEntryNotFoundError as exc:
+    except RepositoryNotFoundError as exc:
         raise ModelSourceError(
-            f"Model {repo_id!r} is not in the local cache and the Hub cannot be reached "
-            f"({endpoint or 'default endpoint'}); set HF_ENDPOINT to a mirror, or pass a local directory."
+            f"Model {repo_id!r} was not found on {where} (or it is private and HF_TOKEN does not give access); "
+            "check the id, or pass a local directory."
         ) from exc
-    commit = None
-    try:
-        commit = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision).sha
-    except Exception:
-        commit = Path(path).name if len(Path(path).name) == 40 else None
-    return Path(path), commit
+    except LocalEntryNotFoundError as exc:
+        at = f" at revision {revision!r}" if revision else ""
+        if constants.HF_HUB_OFFLINE:
+            raise ModelSourceError(
+                f"Model {repo_id!r}{at} is not in the local cache and HF_HUB_OFFLINE is set; unset it to "
+                "download, or pass a local directory."
+            ) from exc
+        raise ModelSourceError(
+            f"Model {repo_id!r}{at} is not in the local cache and {where} cannot be reached; check the "
+            "network, set HF_ENDPOINT to a mirror, or pass a local directory."
+        ) from exc
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "error"
+        raise ModelSourceError(
+            f"Downloading {repo_id!r} from {where} failed with HTTP {status}; try again later or pass a local "
+            "directory."
+        ) from exc
+    except _transport_errors() as exc:
+        raise ModelSourceError(
+            f"{where} could not be reached while downloading {repo_id!r} ({type(exc).__name__}); check the "
+            "network or HF_ENDPOINT, or pass a local directory."
+        ) from exc
 
 
 def resolve_commit(
@@ -306,10 +354,14 @@ def _folder_files(folder: Path) -> dict[str, Path]:
     """Files to push, by their path in the repo (posix, sorted)."""
     if not folder.is_dir():
         raise HubError(f"Folder {str(folder)!r} to push does not exist; nothing was pushed.")
+    from zhprune_hub.outputs import OUTPUT_MARKER
+
     files = {
         path.relative_to(folder).as_posix(): path
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and not any(part in SKIPPED_FOLDERS for part in path.relative_to(folder).parts)
+        if path.is_file()
+        and path.name != OUTPUT_MARKER  # local bookkeeping (pid, host name): never published
+        and not any(part in SKIPPED_FOLDERS for part in path.relative_to(folder).parts)
     }
     if not files:
         raise HubError(f"Folder {str(folder)!r} has no files to push; nothing was pushed.")

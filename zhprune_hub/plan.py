@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic_core import PydanticCustomError
 
 from zhprune_hub import __version__
 from zhprune_hub.errors import PlanError
@@ -28,7 +29,6 @@ _NOT_IN_PLAN = {"model", "output", "overwrite", "revision"}
 _NOT_HASHED = {"device", "data_dir", "batch_size", "eval_batch_size", "max_shard_size"}
 DEFAULT_TASKS = ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy"]
 REPO_TEMPLATE_KEYS = ("owner", "model", "name", "ratio", "percent", "calib", "lang", "method", "layout")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 _Frozen = ConfigDict(frozen=True, extra="forbid")
 
@@ -136,6 +136,16 @@ class PublishPlan(BaseModel):
     )
     defaults: Settings = Field(default_factory=Settings)  # type: ignore[valid-type]
     variants: list[VariantSpec] = Field(default_factory=list)  # type: ignore[valid-type]
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_listed(cls, value: list[Any]) -> list[Any]:
+        if not value:  # an explicit empty list would publish nothing (or only `defaults`) by surprise
+            raise PydanticCustomError(
+                "empty_variants",
+                "the list is empty; list at least one variant, or leave `variants` out to publish `defaults` alone",
+            )
+        return value
 
 
 class Variant(BaseModel):
@@ -257,6 +267,9 @@ def load_plan(path: Path) -> PublishPlan:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PlanError(f"Plan file {str(path)!r} does not exist; pass an existing zhprune.yaml.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise PlanError(f"Plan file {str(path)!r} cannot be read ({reason}); pass a UTF-8 zhprune.yaml file.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -410,9 +423,6 @@ def render_repo_id(
         ) from None
     if "{owner}" in template and not owner:
         raise PlanError(f"{label}.repo_id {template!r} uses {{owner}} but the plan sets no `owner`; add `owner: NAME`.")
-    if not _REPO_ID.match(repo_id):
-        raise PlanError(
-            f"Repo id {repo_id!r} (from {label}.repo_id) is not of the form OWNER/NAME with letters, digits, "
-            "'-', '_' or '.'; fix the repo id."
-        )
-    return repo_id
+    from zhprune_hub.preflight import check_repo_id
+
+    return check_repo_id(repo_id, what="Repo id", where=f" (from {label}.repo_id)")

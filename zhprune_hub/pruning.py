@@ -7,25 +7,32 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import re
 import resource
 import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from zhprune_hub import __version__
-from zhprune_hub.errors import ModelSourceError, RatioError, ZhpruneError
+from zhprune_hub.errors import ModelSourceError, RatioError
+from zhprune_hub.outputs import atomic_directory
 
 REPORT_NAME = "zhprune_pruning.json"
 #: Tokens per block call when --batch-size is not given: big enough for efficient matmuls, small
 #: next to the block's weights even at 7B widths.
 CALIBRATION_BATCH_TOKENS = 4096
+
+
+def _device_name(value: str) -> str:
+    """Device names torch understands here; checked before anything is loaded."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise PydanticCustomError("device", "should be auto, cpu, mps, cuda or cuda:N")
+    return value
 
 
 class PruneConfig(BaseModel):
@@ -59,10 +66,14 @@ class PruneConfig(BaseModel):
         default=None, ge=1, description="Calibration windows per block call; default: enough for 4,096 tokens."
     )
     temperature: float = Field(default=1.0, ge=0.0)
-    tau: float | None = Field(default=None, description="Whole-block removal threshold; None = auto.")
+    tau: float | None = Field(default=None, ge=0.0, description="Whole-block removal threshold (≥ 0); None = auto.")
     seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
+    device: Annotated[str, AfterValidator(_device_name)] = Field(
+        default="auto", description="auto, cpu, mps, cuda[:N]."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Compute dtype; also the saved dtype of a dequantised GGUF base (auto: bfloat16)."
+    )
     gguf_file: str | None = None
     revision: str | None = None
     trust_remote_code: bool | None = None
@@ -91,42 +102,6 @@ def peak_memory_mb() -> dict[str, float]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         peaks["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return peaks
-
-
-def make_shareable(directory: Path) -> None:
-    """Give a finished checkpoint the usual 0755/0644 modes.
-
-    mkdtemp and transformers' shard writer create 0700/0600 entries, which leaves the checkpoint
-    unreadable to the other users of a shared runner or a serving container.
-    """
-    directory.chmod(0o755)
-    for path in directory.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-
-
-@contextmanager
-def atomic_directory(target: Path, *, overwrite: bool):
-    """Yield a staging directory beside `target`; rename it into place only if the block succeeds."""
-    target = target.expanduser().resolve()
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise ZhpruneError(
-            f"Output directory {target} already exists and is not empty; pass --overwrite or choose another."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        yield staging
-        make_shareable(staging)
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(backup)
-            staging.rename(target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _calibration(config: PruneConfig, tokenizer: Any, scorer: Any, card_languages: list[str] | None) -> Any:
@@ -189,12 +164,14 @@ def _open_weights(source: Any, config: PruneConfig) -> _Weights:
         return _Weights(
             empty_model(model_config, trust_remote_code=trust), tensors, model_config, tokenizer, tensors.dtype()
         )
-    # GGUF (dequantised by transformers) and pickled checkpoints: the whole model once, in memory.
-    model, tokenizer = load_model(
-        source, device="cpu", dtype="float32" if source.gguf_file else "auto", trust_remote_code=trust
-    )
+    # GGUF (dequantised by transformers) and pickled checkpoints: the whole model once, in memory,
+    # held in the dtype it will be saved in (bfloat16 for GGUF unless --dtype says otherwise).
+    from zhprune_hub.preflight import output_dtype
+
+    stored_name = output_dtype(source, config.dtype)
+    model, tokenizer = load_model(source, device="cpu", dtype=stored_name, trust_remote_code=trust)
     state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
-    stored = torch.bfloat16 if source.gguf_file else next(iter(state.values())).dtype
+    stored = getattr(torch, stored_name)
     model_config = model.config
     del model
     return _Weights(
@@ -231,9 +208,12 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
     Raises:
         ZhpruneError: any user-fixable problem (source, ratio, data, output directory).
     """
+    from zhprune_hub.preflight import prune_preflight
+
+    source = prune_preflight(config, log=log)  # before any weights are loaded
     import torch
 
-    from zhprune_hub.loading import pick_device, pick_dtype, resolve_source
+    from zhprune_hub.loading import pick_device, pick_dtype
     from zhprune_hub.prune.engine import EngineSettings, StreamedScorer, run_engine
     from zhprune_hub.prune.families import family_for
     from zhprune_hub.prune.importance import METHODS
@@ -247,7 +227,6 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
     started = time.perf_counter()
     timings: dict[str, float] = {}
     torch.manual_seed(config.seed)
-    source = resolve_source(config.model, revision=config.revision, gguf_file=config.gguf_file)
     weights = _open_weights(source, config)
     model = weights.skeleton
     spec = family_for(model.config.model_type)
@@ -446,4 +425,10 @@ def read_report(directory: Path) -> dict[str, Any]:
     path = Path(directory) / REPORT_NAME
     if not path.exists():
         raise ModelSourceError(f"{directory} has no {REPORT_NAME}; it was not written by `zhprune-hub prune`.")
-    return json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"{path} is damaged ({exc}); prune the model again.") from None
+    if not isinstance(report, dict):
+        raise ModelSourceError(f"{path} is not a pruning report (not a JSON object); prune the model again.")
+    return report

@@ -310,6 +310,9 @@ def publish(
     base_results_dir: Path | None = None,
 ) -> PublishReport:
     """Publish every variant in turn; after a failure go on with the next unless `fail_fast`."""
+    from zhprune_hub.preflight import publish_preflight
+
+    publish_preflight(variants, work_dir=work_dir)
     if not dry_run:
         check_token(token)
     reporter = reporter or Reporter()

@@ -31,9 +31,9 @@ class RichReporter(Reporter):
     """One line per stage on stderr, and a bar for calibration."""
 
     def __init__(self) -> None:
-        from rich.console import Console
+        from zhprune_hub.console import make_console
 
-        self.console = Console(stderr=True)
+        self.console = make_console(stderr=True)
         self._progress: Any = None
 
     def variant_start(self, variant: Variant, work_dir: Path) -> None:
@@ -107,6 +107,26 @@ def summary_table(report: PublishReport) -> Any:
     return table
 
 
+def markdown_table(markdown: str) -> Any:
+    """The card's Markdown deltas table as a rich Table whose cells fold instead of ending in "…"."""
+    from rich.table import Table
+
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.strip().startswith("|")
+    ]
+    table = Table()
+    if not rows:
+        return table
+    header, body = rows[0], [r for r in rows[1:] if not all(set(c) <= set(":-") for c in r)]
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index == 0 else "right", overflow="fold")
+    for row in body:
+        table.add_row(*row)
+    return table
+
+
 def print_report(report: PublishReport, *, json_output: bool, quiet: bool) -> None:
     """`--json`: one document on stdout; otherwise the card tables and a summary table."""
     if json_output:
@@ -117,14 +137,13 @@ def print_report(report: PublishReport, *, json_output: bool, quiet: bool) -> No
             if v.status == "failed":
                 print(f"{v.name}: failed at {v.failed_stage}: {v.error}")
         return
-    from rich.console import Console
-    from rich.markdown import Markdown
+    from zhprune_hub.console import make_console
 
-    console = Console()
+    console = make_console()
     for v in report.variants:
         if v.deltas_markdown:
             console.print(f"[bold]{v.name}[/bold] ({v.repo_id}): base vs pruned, as in the card {v.card}")
-            console.print(Markdown(v.deltas_markdown))
+            console.print(markdown_table(v.deltas_markdown))
     console.print(summary_table(report))
     for v in report.variants:
         if v.status == "dry-run":

@@ -12,7 +12,6 @@ import os
 import re
 import shlex
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,16 +161,14 @@ def assemble_repo(
         AssemblyError: a local path would still be published.
     """
     from zhprune_hub.card import write_card
+    from zhprune_hub.outputs import OUTPUT_MARKER, atomic_directory
     from zhprune_hub.pruning import REPORT_NAME
     from zhprune_hub.results import save_results
     from zhprune_hub.workspace import write_json
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
+    with atomic_directory(Path(target), overwrite=True) as staging:
         for path in sorted(Path(model_dir).rglob("*")):
-            if path.is_file() and path.name != REPORT_NAME:
+            if path.is_file() and path.name not in (REPORT_NAME, OUTPUT_MARKER):
                 _link_or_copy(path, staging / path.relative_to(model_dir))
         carried = copy_licence_files(base_dir, staging)
         report = names.doc(report)
@@ -189,13 +186,7 @@ def assemble_repo(
             licence_files=carried,
         )
         check_no_local_paths(staging, names)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target / readme.name, ctx
+    return Path(target) / readme.name, ctx
 
 
 def check_no_local_paths(folder: Path, names: PublicNames) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -220,20 +218,10 @@ def compute_deltas(reference: ModelResults, others: list[ModelResults]) -> list[
 
 
 def save_results(results: EvaluationResults, path: str | Path) -> Path:
-    """Write the results JSON atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(results.model_dump_json(indent=2))
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a results file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the results JSON atomically (the project's one atomic writer), readable by everyone."""
+    from zhprune_hub.outputs import write_atomically
+
+    return write_atomically(path, results.model_dump_json(indent=2) + "\n")
 
 
 def load_results(path: str | Path) -> EvaluationResults:

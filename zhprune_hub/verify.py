@@ -14,6 +14,9 @@ from typing import Any
 from zhprune_hub.errors import ModelSourceError
 from zhprune_hub.prune.families import FamilySpec, family_for
 
+#: Keys every block check reads from config.json.
+_CONFIG_KEYS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size")
+
 
 @dataclass(frozen=True)
 class Check:
@@ -36,7 +39,11 @@ class VerifyResult:
 
 
 def read_shapes(directory: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape for every safetensors file in the directory (headers only)."""
+    """Tensor name -> shape for every safetensors file in the directory (headers only).
+
+    Raises:
+        ModelSourceError: no safetensors file, or one whose header is damaged (e.g. a truncated file).
+    """
     from safetensors import safe_open
 
     files = sorted(directory.glob("*.safetensors"))
@@ -44,10 +51,53 @@ def read_shapes(directory: Path) -> dict[str, tuple[int, ...]]:
         raise ModelSourceError(f"{directory} holds no .safetensors files; verify needs a saved checkpoint.")
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                shapes[name] = tuple(handle.get_slice(name).get_shape())
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                    shapes[name] = tuple(handle.get_slice(name).get_shape())
+        except Exception as exc:  # safetensors raises its own SafetensorError (not exported) or OSError
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelSourceError(
+                f"{file} is damaged ({reason}); it is truncated or not a safetensors file, so write or download "
+                "it again."
+            ) from None
     return shapes
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"{path} is damaged ({exc}); write or download it again.") from None
+
+
+@dataclass(frozen=True)
+class BaseLayout:
+    """What verify compares a pruned checkpoint with."""
+
+    source: Any
+    shapes: dict[str, tuple[int, ...]]
+    config: dict[str, Any]
+    #: Parameter count when the base had to be loaded anyway (GGUF), else None.
+    parameters: int | None = None
+
+
+def base_layout(base: str, *, gguf_file: str | None = None) -> BaseLayout:
+    """Shapes and config of a base model, from safetensors headers or, for a GGUF file, its weights.
+
+    A GGUF base has no safetensors headers to read: it is dequantised once and its state dict gives
+    the shapes under transformers' names.
+    """
+    from zhprune_hub.loading import load_model, read_config, resolve_source
+
+    source = resolve_source(base, gguf_file=gguf_file)
+    if not source.gguf_file:
+        return BaseLayout(source, read_shapes(source.local_dir), read_config(source.local_dir))
+    model, _ = load_model(source, device="cpu")
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    layout = BaseLayout(source, shapes, model.config.to_dict(), sum(p.numel() for p in model.parameters()))
+    del model
+    return layout
 
 
 def block_widths(config: dict[str, Any]) -> list[dict[str, int]]:
@@ -153,16 +203,16 @@ def _embedding_check(config: dict[str, Any], shapes: dict[str, tuple[int, ...]],
     return Check("embeddings", not problems, "; ".join(problems) or f"vocab {vocab}, hidden size {hidden} kept")
 
 
-def _tokenizer_check(directory: Path, base_dir: Path | None) -> Check:
+def _tokenizer_check(directory: Path, base_source: Any) -> Check:
     from zhprune_hub.loading import ModelSource, load_tokenizer
 
     try:
         tokenizer = load_tokenizer(ModelSource(reference=str(directory), local_dir=directory))
     except Exception as exc:
         return Check("tokenizer", False, f"does not load: {str(exc).splitlines()[0]}")
-    if base_dir is None:
+    if base_source is None:
         return Check("tokenizer", True, f"loads, {len(tokenizer)} tokens")
-    base = load_tokenizer(ModelSource(reference=str(base_dir), local_dir=base_dir))
+    base = load_tokenizer(base_source)
     probe = "Pruning keeps the tokenizer. 剪枝后分词器不变。"
     same = base.get_vocab() == tokenizer.get_vocab() and base(probe)["input_ids"] == tokenizer(probe)["input_ids"]
     return Check("tokenizer", same, "identical to the base" if same else "differs from the base tokenizer")
@@ -188,6 +238,7 @@ def _reload_check(directory: Path) -> tuple[Check, int | None]:
         trust = trust_for(ModelSource(reference=str(directory), local_dir=directory), None)
         config = AutoConfig.from_pretrained(directory, trust_remote_code=trust)
         skeleton = empty_model(config, trust_remote_code=trust)
+        params = sum(p.numel() for p in skeleton.parameters())  # before streaming unties a tied head
         streamer = Streamer(skeleton, SafetensorsSource(directory), device=torch.device("cpu"), dtype=torch.float32)
         traversal = Traversal(skeleton, family_for(config.model_type), streamer, batch_size=1)
         ids = torch.arange(1, 17).unsqueeze(0) % config.vocab_size
@@ -195,7 +246,6 @@ def _reload_check(directory: Path) -> tuple[Check, int | None]:
     except Exception as exc:
         return Check("reload", False, f"does not load: {str(exc).splitlines()[0]}"), None
     finite = bool(torch.isfinite(logits).all())
-    params = sum(p.numel() for p in skeleton.parameters())
     detail = (
         "every tensor fits the module its config builds; forward pass finite" if finite else "forward pass has NaN/inf"
     )
@@ -277,24 +327,31 @@ def verify_checkpoint(directory: Path, *, base: str | None = None) -> VerifyResu
     config_path = directory / "config.json"
     if not config_path.exists():
         raise ModelSourceError(f"{directory} has no config.json; pass the directory written by `zhprune-hub prune`.")
-    config = json.loads(config_path.read_text())
-    spec = family_for(config.get("model_type", "?"))
+    config = _read_json(config_path)
+    if not isinstance(config, dict):
+        raise ModelSourceError(f"{config_path} is not a JSON object; it is not a model config.")
+    spec = family_for(str(config.get("model_type", "?")))
+    missing = [key for key in _CONFIG_KEYS if key not in config]
+    if missing:
+        raise ModelSourceError(f"{config_path} lacks {', '.join(missing)}; it is not a complete model config.")
     shapes = read_shapes(directory)
     report_path = directory / REPORT_NAME
-    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    report = _read_json(report_path) if report_path.exists() else None
     kept = [lp["index"] for lp in report["layers"] if not lp["removed"]] if report else None
 
-    base_shapes = base_config = base_dir = None
+    base_shapes = base_config = base_source = based = None
     if base is not None:
-        from zhprune_hub.loading import read_config, resolve_source
-
-        base_dir = resolve_source(base).local_dir
-        base_shapes, base_config = read_shapes(base_dir), read_config(base_dir)
+        # The GGUF file the checkpoint was pruned from, when the base directory holds several.
+        pruned_from = ((report or {}).get("options") or {}).get("gguf_file")
+        based = base_layout(
+            base, gguf_file=pruned_from if pruned_from and (Path(base) / pruned_from).is_file() else None
+        )
+        base_shapes, base_config, base_source = based.shapes, based.config, based.source
     base_index = kept if kept is not None else list(range(config["num_hidden_layers"]))
 
     checks = _block_checks(spec, config, shapes, base_shapes, base_index)
     checks.append(_embedding_check(config, shapes, base_config))
-    checks.append(_tokenizer_check(directory, base_dir))
+    checks.append(_tokenizer_check(directory, base_source))
     reload_check, loaded_params = _reload_check(directory)
     checks.append(reload_check)
     if report is not None and loaded_params is not None:
@@ -306,11 +363,13 @@ def verify_checkpoint(directory: Path, *, base: str | None = None) -> VerifyResu
                 f"report says {recorded:,} parameters, files hold {loaded_params:,}",
             )
         )
-    if report is not None and base is not None and base_shapes is not None:
-        base_params = stored_parameter_count(base_dir)
+    if report is not None and based is not None:
+        base_params = based.parameters
+        if base_params is None:
+            base_params = stored_parameter_count(based.source.local_dir)
         recorded = report["parameters"]["before"]["total"]
         checks.append(
             Check("base-counts", recorded == base_params, f"report says {recorded:,}, base holds {base_params:,}")
         )
-        checks.append(_plan_check(directory, report, spec, base_dir))
+        checks.append(_plan_check(directory, report, spec, based.source.local_dir))
     return VerifyResult(directory=str(directory), checks=checks)

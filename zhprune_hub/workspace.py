@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,19 +41,10 @@ def digest(doc: Any) -> str:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write a text file atomically (0644): a unique temporary file beside the target, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a text file atomically (0644), through the one atomic writer."""
+    from zhprune_hub.outputs import write_atomically
+
+    return write_atomically(path, text)
 
 
 def write_json(path: Path, doc: Any) -> Path:

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from tests.tiny_models import TEXT, make_tiny_checkpoint
 from zhprune_hub.errors import RatioError, UnsupportedArchitectureError, ZhpruneError
+from zhprune_hub.outputs import OUTPUT_MARKER
 from zhprune_hub.prune.structure import head_dim_of
 from zhprune_hub.pruning import REPORT_NAME, PruneConfig, prune_model
 from zhprune_hub.verify import verify_checkpoint
@@ -227,15 +228,20 @@ def test_unsupported_architecture_lists_supported(tmp_path):
         run_prune(tmp_path / "gpt2", tmp_path / "out", ratio=0.1, method="magnitude")
 
 
-def test_existing_output_is_kept_unless_overwrite(tiny_dirs, tmp_path):
+def test_existing_output_is_replaced_only_when_this_tool_wrote_it(tiny_dirs, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ZhpruneError, match="--overwrite"):
         run_prune(tiny_dirs["llama"], out, ratio=0.1, method="magnitude")
-    assert (out / "keep.txt").read_text() == "mine"
-    run_prune(tiny_dirs["llama"], out, ratio=0.1, method="magnitude", overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / REPORT_NAME).exists()
+    with pytest.raises(ZhpruneError, match="was not written by zhprune-hub"):
+        run_prune(tiny_dirs["llama"], out, ratio=0.1, method="magnitude", overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    ours = tmp_path / "ours"
+    run_prune(tiny_dirs["llama"], ours, ratio=0.1, method="magnitude")
+    assert json.loads((ours / OUTPUT_MARKER).read_text())["state"] == "complete"
+    run_prune(tiny_dirs["llama"], ours, ratio=0.2, method="magnitude", overwrite=True)
+    assert json.loads((ours / REPORT_NAME).read_text())["ratio"] == 0.2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -19,6 +19,7 @@ import torch
 from huggingface_hub import ModelCard, snapshot_download
 
 from zhprune_hub.hub import push_folder
+from zhprune_hub.outputs import OUTPUT_MARKER
 from zhprune_hub.plan import plan_from_flags, resolve_variants
 from zhprune_hub.publish import STAGES, publish
 
@@ -164,7 +165,7 @@ def test_cli_publish_from_hub_then_download_matches_local_logits(hub_server, sha
     history = hub_server.history(REPO)
     assert len(history) == 2
     repo_dir = Path(variant["card"]).parent
-    local = {p.relative_to(repo_dir).as_posix() for p in repo_dir.rglob("*") if p.is_file()}
+    local = {p.relative_to(repo_dir).as_posix() for p in repo_dir.rglob("*") if p.is_file()} - {OUTPUT_MARKER}
     assert set(history[0].tree) - {".gitattributes"} == local
 
     card = ModelCard(hub_server.files(REPO)["README.md"].decode())

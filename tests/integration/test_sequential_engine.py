@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.tiny_models import TEXT, make_tiny_checkpoint
+from zhprune_hub.outputs import OUTPUT_MARKER
 from zhprune_hub.prune import streaming
 from zhprune_hub.prune.collect import collect
 from zhprune_hub.prune.families import family_for
@@ -156,7 +157,8 @@ def test_sharded_output_has_an_index_and_reloads(tiny, calibration_file, tmp_pat
     index = json.loads((out / "model.safetensors.index.json").read_text())
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) > 1 and set(index["weight_map"].values()) == set(shards)
-    assert not (out / streaming.__name__).exists() and not list(out.glob(".zhprune-*"))
+    leftovers = [p.name for p in out.glob(".zhprune-*") if p.name != OUTPUT_MARKER]  # the marker says "ours"
+    assert not (out / streaming.__name__).exists() and not leftovers
     model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     assert torch.isfinite(model(input_ids=IDS).logits).all()
     assert json.loads((out / REPORT_NAME).read_text())["parameters"]["after"]["total"] == sum(

@@ -39,7 +39,9 @@ def write_case(tmp_path: Path, body: str, heading: str = "smollm2") -> Path:
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "q.md").write_text(RESULTS)
     document = tmp_path / "BENCHMARKS.md"
-    document.write_text(f"# Benchmarks\n\nprose\n\n<!-- table: results/q.md ## {heading} -->\n{body}<!-- /table -->\n\nmore\n")
+    document.write_text(
+        f"# Benchmarks\n\nprose\n\n<!-- table: results/q.md ## {heading} -->\n{body}<!-- /table -->\n\nmore\n"
+    )
     return document
 
 

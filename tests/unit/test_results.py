@@ -92,7 +92,7 @@ def test_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def boom(*_args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("zhprune_hub.results.os.replace", boom)
+    monkeypatch.setattr("zhprune_hub.outputs.os.replace", boom)
     with pytest.raises(OSError):
         save_results(make_results(make_model("other")), path)
     assert path.read_text() == before

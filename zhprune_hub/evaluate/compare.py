@@ -97,13 +97,14 @@ def render_table(results: EvaluationResults) -> Any:
         caption=_caption(results),
         show_lines=False,
     )
-    table.add_column("metric", style="bold")
+    # Numbers are folded onto a second line when space runs out, never cut to "…".
+    table.add_column("metric", style="bold", overflow="fold")
     ref = results.models[0]
-    table.add_column(f"{ref.model_id}\n(reference)", justify="right")
+    table.add_column(f"{ref.model_id}\n(reference)", justify="right", overflow="fold")
     others = results.models[1:]
     for other in others:
-        table.add_column(other.model_id, justify="right")
-        table.add_column(f"Δ {other.model_id}", justify="right")
+        table.add_column(other.model_id, justify="right", overflow="fold")
+        table.add_column(f"Δ {other.model_id}", justify="right", overflow="fold")
     by_key = {(d.model_id, d.metric): d for d in results.deltas}
     keys: list[str] = list(ref.metrics())
     for other in others:

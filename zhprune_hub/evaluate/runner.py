@@ -334,6 +334,8 @@ def evaluate_models(
     results: list[ModelResults] = []
     for reference in models:
         source = resolve_source(reference)
+        for note in source.notes:  # e.g. which of several GGUF files was chosen
+            notify(f"note: {note}")
         remote = source.gguf_file is None and needs_remote_code(source.local_dir)
         if remote:
             notify(
