@@ -222,11 +222,13 @@ def prune_with_method(
 ) -> dict[str, Any]:
     """Prune with the library's own pipeline (or the ShortGPT baseline); return the pruning report.
 
-    `method` may carry `:norepair` (e.g. `taylor:norepair`): the same method with `--no-repair`.
+    `method` may carry variants after a colon, joined by `+`: `norepair` (`--no-repair`) and `mlp`
+    (`--head-unit none`: attention kept whole), e.g. `obs:mlp` or `taylor:mlp+norepair`.
     """
-    method, _, variant = method.partition(":")
-    if variant not in ("", "norepair"):
-        raise SystemExit(f"--methods {method}:{variant}: the only variant is ':norepair'.")
+    method, _, suffix = method.partition(":")
+    variants = set(filter(None, suffix.split("+")))
+    if variants - {"norepair", "mlp"}:
+        raise SystemExit(f"--methods {method}:{suffix}: the variants are 'norepair' and 'mlp' (joined by '+').")
     if method == SHORTGPT:
         return prune_whole_blocks(
             model_dir, output, ratio=ratio, args=args, seed=seed, calibration=calibration or args.calibration
@@ -239,8 +241,9 @@ def prune_with_method(
         output=output,
         ratio=ratio,
         method=method,
-        repair=variant != "norepair",
+        repair="norepair" not in variants,
         layout=layout,
+        head_unit="none" if "mlp" in variants else "group",
         calibration=calibration or args.calibration,
         data_dir=args.data_dir,
         num_samples=args.num_samples,

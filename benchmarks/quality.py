@@ -41,6 +41,7 @@ from common import (
 METHOD_ORDER = [
     "base",
     "obs",
+    "obs:mlp",
     "obs:norepair",
     "taylor",
     "taylor:norepair",

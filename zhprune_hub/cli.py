@@ -186,7 +186,8 @@ def prune(
         ),
     ] = "global",
     head_unit: Annotated[
-        str, typer.Option(help="group: remove whole KV groups; query: the same number of query heads per group.")
+        str, typer.Option(help="group: remove whole KV groups; query: the same number of query heads per group; none: keep attention "
+            "whole (only MLP channels go).")
     ] = "group",
     calibration: Annotated[
         str, typer.Option(help="Corpus name, alias, mix like wikitext_zh:0.7,c4:0.3, a file path, or auto.")
@@ -475,7 +476,7 @@ def publish_cmd(
     repair: RepairOption = True,
     damping: DampingOption = 0.01,
     layout: Annotated[str, typer.Option(help="global (trust_remote_code) or uniform (stock config).")] = "global",
-    head_unit: Annotated[str, typer.Option(help="group or query.")] = "group",
+    head_unit: Annotated[str, typer.Option(help="group, query or none.")] = "group",
     calibration: Annotated[str, typer.Option(help="Corpus name, alias, mix, file path, or auto.")] = "auto",
     language: Annotated[str | None, typer.Option(help="zh or en: language of a calibration file.")] = None,
     data_dir: DataDirOption = None,

@@ -53,9 +53,10 @@ class PruneConfig(BaseModel):
         default=0.01, gt=0.0, le=1.0, description="Least-squares dampening, relative to the mean diagonal of XᵀX."
     )
     layout: Literal["global", "uniform"] = Field(default="global")
-    head_unit: Literal["group", "query"] = Field(
+    head_unit: Literal["group", "query", "none"] = Field(
         default="group",
-        description="Attention unit: a whole KV group (KV head + its query heads) or one query head per group.",
+        description="Attention unit: a whole KV group (KV head + its query heads), one query head per group, or "
+        "none (attention kept whole; only MLP channels go).",
     )
     calibration: str = Field(default="auto", description="Corpus name, alias, mix or path; auto matches the model.")
     language: Literal["zh", "en"] | None = Field(default=None, description="Language of a calibration file.")

@@ -118,13 +118,16 @@ def test_spooled_states_give_the_same_scores(tiny, calibration_file, tmp_path, m
 
 
 @pytest.mark.parametrize("layout", ["global", "uniform"])
-@pytest.mark.parametrize("head_unit", ["group", "query"])
+@pytest.mark.parametrize("head_unit", ["group", "query", "none"])
 def test_compensated_default_meets_the_target_and_verifies(tiny, calibration_file, tmp_path, layout, head_unit):
     out = tmp_path / "out"
     report = prune(tiny["qwen2"], out, calibration_file, ratio=0.3, layout=layout, head_unit=head_unit)
     assert report["parameters"]["removed_fraction_of_total"] >= 0.3
     assert report["repair"]["enabled"] is True
     assert verify_checkpoint(out, base=str(tiny["qwen2"])).ok
+    if head_unit == "none":  # attention untouched: every block keeps all its heads
+        base_heads = json.loads((tiny["qwen2"] / "config.json").read_text())["num_attention_heads"]
+        assert {lp["num_heads"] for lp in report["layers"] if not lp["removed"]} == {base_heads}
     if report["layout"] == "uniform":
         assert len({(lp["num_heads"], lp["intermediate_size"]) for lp in report["layers"]}) == 1
 

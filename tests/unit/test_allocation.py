@@ -105,3 +105,34 @@ def test_temperature_zero_is_pure_global_ranking():
 def test_unreachable_target_names_the_maximum():
     with pytest.raises(RatioError, match="at most"):
         run(target_removed=10**9)
+
+
+@pytest.mark.parametrize("layout", ["global", "uniform"])
+def test_head_unit_none_keeps_attention_whole_and_still_meets_the_target(layout):
+    plan, _ = run(target_removed=20_000, layout=layout, head_unit="none", tau=100.0)
+    assert all(len(lp.kept_heads) == 9 and len(lp.kept_kv_heads) == 3 for lp in plan.layers)
+    assert plan.planned_removed >= 20_000
+    if layout == "uniform":
+        assert len({len(lp.kept_channels) for lp in plan.layers}) == 1
+
+
+def test_cost_curves_without_heads_give_channel_only_budgets():
+    from zhprune_hub.prune.allocation import allocate_by_cost
+
+    channel_curves = [list(torch.arange(1, 58).cumsum(0).double().mul(i + 1).tolist()) for i in range(4)]
+    budgets, _ = allocate_by_cost(
+        [[] for _ in range(4)],
+        channel_curves,
+        [SHAPE] * 4,
+        [COSTS] * 4,
+        target_removed=40 * COSTS.channel,
+        layout="global",
+        head_unit="none",
+        hidden_size=48,
+        heads_must_divide_hidden=False,
+        tau=100.0,
+    )
+    assert all(b.head_units == 0 for b in budgets)
+    assert sum(b.channels for b in budgets) == 40
+    # Block 0's removals cost least, so it gives the most channels.
+    assert budgets[0].channels == max(b.channels for b in budgets)

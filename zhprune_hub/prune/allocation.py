@@ -26,7 +26,7 @@ from zhprune_hub.prune.plan import LayerPlan, PruningPlan
 from zhprune_hub.prune.structure import LayerShape, UnitCosts
 
 AUTO_TAU = 3.0
-HeadUnit = Literal["group", "query"]
+HeadUnit = Literal["group", "query", "none"]  # none: attention is kept whole
 
 
 @dataclass
@@ -56,7 +56,9 @@ class _LayerUnits:
 def _layer_units(scores: LayerScores, shape: LayerShape, costs: UnitCosts, head_unit: HeadUnit) -> _LayerUnits:
     heads = scores.heads.double().numpy()
     group = shape.group_size
-    if head_unit == "group":
+    if head_unit == "none":
+        head_scores, head_order, kv_order, head_cost = np.zeros(0), [], [], 1
+    elif head_unit == "group":
         by_group = heads.reshape(shape.num_kv_heads, group).sum(axis=1) + scores.kv_heads.double().numpy()
         order = np.argsort(by_group, kind="stable")[: shape.num_kv_heads - 1]
         head_scores = by_group[order]
@@ -240,6 +242,8 @@ def _curve_units(
     head_cost = (
         costs.kv_head + shape.group_size * costs.q_head if head_unit == "group" else shape.num_kv_heads * costs.q_head
     )
+    if head_unit == "none":
+        head_curve = []
     marginal_heads = np.diff(np.asarray([0.0, *head_curve], dtype=np.float64))
     marginal_channels = np.diff(np.asarray([0.0, *channel_curve], dtype=np.float64))
     return _LayerUnits(

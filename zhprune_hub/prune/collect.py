@@ -267,6 +267,8 @@ def head_cost_curve(
     damping: float,
 ) -> CostCurve:
     """Cumulative compensated cost of removing 1..max head units (a KV group, or one query head per group)."""
+    if head_unit == "none":
+        return CostCurve([], 0)
     hinv, _ = obs.damped_cholesky_inverse(obs.for_solving(h), damping)
     w = o_weight.to(hinv.dtype)
     row_weight = None if row_weight is None else row_weight.to(hinv)
