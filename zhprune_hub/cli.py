@@ -186,8 +186,11 @@ def prune(
         ),
     ] = "global",
     head_unit: Annotated[
-        str, typer.Option(help="group: remove whole KV groups; query: the same number of query heads per group; none: keep attention "
-            "whole (only MLP channels go).")
+        str,
+        typer.Option(
+            help="group: remove whole KV groups; query: the same number of query heads per group; none: keep attention "
+            "whole (only MLP channels go)."
+        ),
     ] = "group",
     calibration: Annotated[
         str, typer.Option(help="Corpus name, alias, mix like wikitext_zh:0.7,c4:0.3, a file path, or auto.")
