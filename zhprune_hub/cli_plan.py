@@ -56,7 +56,7 @@ def evaluate_base_cmd(
     base_results_dir: BaseResultsOption = None,
     work_dir: WorkDirOption = Path(".zhprune/work"),
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-) -> int:
+) -> None:
     """Evaluate every base of the plan once into the base-results store; variant jobs then reuse it."""
     from zhprune_hub.matrix import apply_pins, load_matrix
     from zhprune_hub.publish import evaluate_bases
@@ -73,7 +73,8 @@ def evaluate_base_cmd(
     else:
         for o in outcomes:
             typer.echo(f"{o.id}: base {o.base} {o.status}" + (f" ({o.path})" if o.path else f": {o.error}"))
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)  # standalone typer ignores return values
 
 
 @plan_app.command("aggregate")
@@ -89,7 +90,7 @@ def aggregate_cmd(
         str | None, typer.Option("--collection", help="Hub collection title; default: the plan's `collection`.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-) -> int:
+) -> None:
     """One table of all variants against the base, the failures, and the Hub collection of the published ones."""
     from zhprune_hub.aggregate import collect, publish_collection, summary_markdown
     from zhprune_hub.errors import PlanError
@@ -117,7 +118,8 @@ def aggregate_cmd(
         from rich.markdown import Markdown
 
         Console().print(Markdown(markdown))
-    return 1 if agg.failed else 0
+    if agg.failed:
+        raise typer.Exit(1)
 
 
 def _read(path: Path) -> str:
