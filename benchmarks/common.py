@@ -24,6 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from zhprune_hub.outputs import write_atomically  # noqa: E402 (re-exported: the package's one atomic writer)
+
 #: Short names accepted by --models, mapped to directories under the models cache.
 SHORT_NAMES = {"smollm2": "smollm2-135m", "qwen2.5": "qwen2.5-0.5b"}
 ZERO_SHOT_TASKS = ("piqa", "boolq", "winogrande", "arc_easy", "hellaswag")
@@ -160,13 +162,6 @@ class Store:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(self.path, json.dumps(self.data, indent=1, ensure_ascii=False, allow_nan=True) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename (the package's one atomic writer), mode 0644."""
-    from zhprune_hub.outputs import write_atomically as write
-
-    write(path, text)
 
 
 def run_configs(

@@ -242,8 +242,6 @@ def _curve_units(
     head_cost = (
         costs.kv_head + shape.group_size * costs.q_head if head_unit == "group" else shape.num_kv_heads * costs.q_head
     )
-    if head_unit == "none":
-        head_curve = []
     marginal_heads = np.diff(np.asarray([0.0, *head_curve], dtype=np.float64))
     marginal_channels = np.diff(np.asarray([0.0, *channel_curve], dtype=np.float64))
     return _LayerUnits(
