@@ -101,6 +101,27 @@ def _huge_config(target: Path) -> None:
     (target / "config.json").write_text(json.dumps(config))
 
 
+def _gguf_of_another_family(target: Path) -> None:
+    """A GGUF file whose header names an architecture this tool cannot prune (gemma3)."""
+    import gguf
+    import numpy as np
+
+    target.parent.mkdir()
+    writer = gguf.GGUFWriter(str(target), "gemma3")
+    writer.add_block_count(1)
+    writer.add_context_length(128)
+    writer.add_embedding_length(8)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def _plan(name: str, text: str) -> Callable[[Path, Resources], None]:
     return lambda sb, res: (sb / name).write_text(text)
 
@@ -134,6 +155,7 @@ BUILDERS: dict[str, Callable[[Path, Resources], object]] = {
         (sb / "nomt" / "config.json").write_text('{"hidden_size": 64}'),
     ),
     "huge": lambda sb, res: _huge_config(sb / "huge"),
+    "gguf_gemma3": lambda sb, res: _gguf_of_another_family(sb / "ggemma" / "gemma3.gguf"),
     "damaged_gguf": lambda sb, res: (
         (sb / "dgguf").mkdir(),
         (sb / "dgguf" / "x.gguf").write_bytes(b"GGUF" + b"\0" * 60),
@@ -299,6 +321,9 @@ CASES: list[Case] = [
       USAGE, "was not found in", setup=("gguf",)),
     c("prune-gguf-damaged", "prune dgguf -o out", "the only GGUF file is damaged", USAGE, "GGUF file",
       setup=("damaged_gguf",)),
+    c("prune-gguf-unsupported-family", "prune ggemma -o out",
+      "a GGUF file of architecture gemma3 (decided from its header, nothing loaded)", USAGE,
+      "Architecture 'gemma3", setup=("gguf_gemma3",)),  # transformers maps it to gemma3_text
     c("prune-calibration-unknown", "prune model -o out --calibration nope", "unknown calibration corpus", USAGE,
       "Unknown corpus 'nope'", setup=M),
     c("prune-calibration-file-missing", "prune model -o out --calibration missing.txt",
@@ -505,6 +530,9 @@ CASES: list[Case] = [
       "--model-revision for a local directory", USAGE, "applies to Hub models", setup=M),
     c("publish-foreign-code", "publish foreign --repo-id me/x --dry-run", "auto_map pointing at another repository",
       USAGE, "needs code that is not zhprune-hub's own", setup=("foreign_auto_map",)),
+    c("publish-evaluates-nothing", "publish model --repo-id me/x --tasks none --ppl none --dry-run",
+      "--tasks none --ppl none: the card would have no metric (refused before the prune, not after)", USAGE,
+      "needs at least one metric", setup=M),
     c("publish-no-token", "publish model --repo-id me/x", "a real publish without HF_TOKEN", HUB_ERROR,
       "No Hub token found", setup=M),
     c("publish-work-dir-is-file", "publish model --repo-id me/x --work-dir afile --dry-run", "--work-dir names a file",
@@ -529,9 +557,9 @@ CASES: list[Case] = [
     c("publish-plan-bad-ratio", "publish --config ratio.yaml --dry-run", "a variant with ratio 1.5", USAGE,
       "variants[0]", setup=("model", "plan_bad_ratio")),
     c("publish-sigint-after-pull",
-      "publish model --repo-id me/x --dry-run --method magnitude --tasks none --ppl none",
+      "publish model --repo-id me/x --dry-run --method magnitude --tasks none --ppl corpus.txt",
       "SIGINT once the pull stage has finished", 130, "Interrupted; finished stages are kept in the work directory",
-      setup=M, signal="INT", watch=".zhprune/work/*/pull/stage.json", writes=(".zhprune",)),
+      setup=("model", "text"), signal="INT", watch=".zhprune/work/*/pull/stage.json", writes=(".zhprune",)),
 ]
 # fmt: on
 

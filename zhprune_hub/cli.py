@@ -265,10 +265,16 @@ def verify(
     directory: Annotated[Path, typer.Argument(help="A checkpoint written by `zhprune-hub prune`.")],
     base: Annotated[str | None, typer.Option(help="Base model, to compare biases, tokenizer and counts.")] = None,
     json_output: JsonFlag = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No table: only failed checks, on stderr; the exit code says (0 ok, 1 failed)."
+        ),
+    ] = False,
 ) -> None:
     from zhprune_hub.console import run_verify
 
-    if not run_verify(directory, base=base, json_output=json_output):
+    if not run_verify(directory, base=base, json_output=json_output, quiet=quiet):
         raise typer.Exit(1)
 
 

@@ -94,12 +94,17 @@ def run_prune(values: dict[str, Any], *, json_output: bool, quiet: bool) -> dict
     return outcome.report
 
 
-def run_verify(directory: Path, *, base: str | None, json_output: bool) -> bool:
+def run_verify(directory: Path, *, base: str | None, json_output: bool, quiet: bool = False) -> bool:
     from zhprune_hub.verify import verify_checkpoint
 
     result = verify_checkpoint(directory, base=base)
     if json_output:
         stdout.print_json(json.dumps(result.to_dict()))
+        return result.ok
+    if quiet:  # only what failed, on stderr
+        for check in result.checks:
+            if not check.ok:
+                stderr.print(f"FAIL {check.name}: {check.detail}", markup=False, highlight=False)
         return result.ok
     table = Table(title=f"verify {result.directory}")
     table.add_column("check", overflow="fold")

@@ -328,6 +328,11 @@ def resolve_variants(
             push = PushSettings(**_split(values, PushSettings))
         except ValidationError as exc:
             raise PlanError(validation_message(exc, where=f"{where} ({label})")) from None
+        if evaluate.ppl == [] and not evaluate.tasks:  # found now, not at the card after the whole prune
+            raise PlanError(
+                f"{where} ({label}) evaluates nothing (ppl and tasks are both none), but the model card needs at "
+                "least one metric; name a perplexity corpus (--ppl) or a zero-shot task (--tasks)."
+            )
         repo_id = render_repo_id(template, owner=plan.owner, model=model, name=name, prune=prune, label=label)
         variant_id = _slug(spec.name if spec.name else repo_id.split("/")[-1]).lower()
         variants.append(

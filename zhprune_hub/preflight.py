@@ -91,6 +91,9 @@ class ModelFacts:
     parameters: int | None
     #: dtype the weights are stored in (config.json), or "gguf".
     stored_dtype: str
+    #: Width of the hidden states and number of blocks (what the calibration states take); None when unknown.
+    hidden_size: int | None = None
+    num_layers: int | None = None
 
 
 def _config(source: ModelSource) -> dict[str, Any]:
@@ -147,7 +150,13 @@ def _gguf_facts(source: ModelSource) -> ModelFacts:
         max_position_embeddings=parsed.get("max_position_embeddings"),
         parameters=parameters,
         stored_dtype="gguf",
+        hidden_size=_int_or_none(parsed.get("hidden_size")),
+        num_layers=_int_or_none(parsed.get("num_hidden_layers")),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _unsupported(model_type: str) -> UnsupportedArchitectureError:
@@ -171,6 +180,8 @@ def model_facts(source: ModelSource) -> ModelFacts:
         max_position_embeddings=config.get("max_position_embeddings"),
         parameters=estimate_parameters(config),
         stored_dtype=dtype,
+        hidden_size=_int_or_none(config.get("hidden_size")),
+        num_layers=_int_or_none(config.get("num_hidden_layers")),
     )
 
 
@@ -212,6 +223,29 @@ def expected_output_bytes(facts: ModelFacts, *, ratio: float, dtype: str) -> int
     if facts.parameters is None:
         return None
     return math.ceil(facts.parameters * (1.0 - ratio)) * DTYPE_BYTES.get(dtype, 4)
+
+
+def expected_staging_bytes(facts: ModelFacts, config: PruneConfig, *, dtype: str) -> int | None:
+    """Peak disk use of the staging directory while the streamed engine prunes; None when unknown.
+
+    The checkpoint writer spools every kept tensor as it comes and then copies them into the final
+    shards before it deletes the spool, so the checkpoint is on disk twice at the end. Before that, a
+    gradient method (obs, taylor) may spool every block's calibration states to disk (when they exceed
+    the engine's memory budget); those are gone before the first block is written.
+    """
+    from zhprune_hub.prune.importance import METHODS
+    from zhprune_hub.prune.spool import DEFAULT_MEMORY_BUDGET
+
+    checkpoint = expected_output_bytes(facts, ratio=config.ratio, dtype=dtype)
+    if checkpoint is None:
+        return None
+    peak = 2 * checkpoint
+    if METHODS[config.method].needs_gradients and facts.hidden_size and facts.num_layers:
+        compute_bytes = DTYPE_BYTES.get(config.dtype, 4)  # auto: float32 on CPU, the widest case
+        states = config.num_samples * config.seq_len * facts.hidden_size * compute_bytes * facts.num_layers
+        if states > DEFAULT_MEMORY_BUDGET:
+            peak = max(peak, states)
+    return peak
 
 
 # --- devices ---------------------------------------------------------------------------------------------------
@@ -263,7 +297,7 @@ def prune_preflight(config: PruneConfig, *, log: Any = None) -> ModelSource:
     from zhprune_hub.data import resolve_data_dir
     from zhprune_hub.data.registry import parse_spec
     from zhprune_hub.loading import resolve_source, trust_for
-    from zhprune_hub.outputs import check_free_space, check_output_dir, reclaim_leftovers
+    from zhprune_hub.outputs import check_free_space, check_output_dir, human_bytes, reclaim_leftovers
 
     data_dir = resolve_data_dir(config.data_dir)
     protected = _protected_paths(config, data_dir)
@@ -283,8 +317,10 @@ def prune_preflight(config: PruneConfig, *, log: Any = None) -> ModelSource:
             log(f"removed {removed}, left behind by an earlier run that was killed")
     dtype = output_dtype(source, config.dtype)
     size = expected_output_bytes(facts, ratio=config.ratio, dtype=dtype)
-    if size is not None:
-        check_free_space(output, size, what=f"The pruned checkpoint ({dtype})")
+    peak = expected_staging_bytes(facts, config, dtype=dtype)
+    if size is not None and peak is not None:
+        what = f"Pruning into {output} (a {dtype} checkpoint of about {human_bytes(size)}, staged twice while written)"
+        check_free_space(output, peak, what=what)
     return source
 
 

@@ -317,7 +317,7 @@ def evaluate_models(
     With ppl=None the reference's language picks the default corpora, so every model is measured
     on the same texts.
     """
-    from zhprune_hub.loading import load_model, needs_remote_code, resolve_source
+    from zhprune_hub.loading import load_model, needs_remote_code, resolve_source, trust_for
 
     if not models:
         raise EvaluationError("No model was given; pass at least one Hub id or checkpoint directory.")
@@ -336,8 +336,10 @@ def evaluate_models(
         source = resolve_source(reference)
         for note in source.notes:  # e.g. which of several GGUF files was chosen
             notify(f"note: {note}")
+        # Decided (and foreign code refused) before the note, so the note never promises a load that fails.
+        trusted = trust_for(source, trust_remote_code)
         remote = source.gguf_file is None and needs_remote_code(source.local_dir)
-        if remote:
+        if remote and trusted and trust_remote_code is None:
             notify(
                 f"{reference} uses the `global` layout (per-layer widths): loading it with "
                 "trust_remote_code=True to run its shipped modeling code."
