@@ -58,8 +58,17 @@ GgufOption = Annotated[
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
-DEFAULT_TASKS = "boolq,piqa,hellaswag,winogrande,arc_easy"
-TasksOption = Annotated[str, typer.Option("--tasks", help="Zero-shot lm-eval tasks, comma-separated, or 'none'.")]
+DEFAULT_TASKS = "auto"
+TasksOption = Annotated[
+    str,
+    typer.Option(
+        "--tasks",
+        help=(
+            "Zero-shot tasks, comma-separated (boolq, piqa, hellaswag, winogrande, arc_easy, xcopa_zh, cmmlu), "
+            "'auto' (the tasks of the model's measured languages) or 'none'."
+        ),
+    ),
+]
 LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Items per zero-shot task (quick runs).")]
 MethodOption = Annotated[
     str,
@@ -321,7 +330,9 @@ def evaluate_cmd(
     ppl: Annotated[
         str | None,
         typer.Option(
-            "--ppl", help="Perplexity corpora, comma-separated, or 'none' [default: wikitext2,ptb (+c4_zh for zh)]."
+            "--ppl",
+            help="Perplexity corpora, comma-separated, or 'none' [default: wikitext2,ptb (+c4_zh for a model "
+            "measured competent in zh)].",
         ),
     ] = None,
     tasks: TasksOption = DEFAULT_TASKS,

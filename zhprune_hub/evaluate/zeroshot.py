@@ -24,6 +24,20 @@ from typing import Any
 from zhprune_hub.errors import EvaluationError
 
 STANDARD_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy")
+CHINESE_TASKS = ("xcopa_zh", "cmmlu")
+#: The task set of each language `--tasks auto` can pick (see zhprune_hub.data.language).
+TASKS_BY_LANGUAGE: dict[str, tuple[str, ...]] = {"en": STANDARD_TASKS, "zh": CHINESE_TASKS}
+AUTO = "auto"
+#: Hub dataset id and config of each known task, for the card's model-index.
+HUB_DATASETS: dict[str, tuple[str, str | None]] = {
+    "boolq": ("google/boolq", None),
+    "piqa": ("ybisk/piqa", None),
+    "hellaswag": ("Rowan/hellaswag", None),
+    "winogrande": ("allenai/winogrande", "winogrande_xl"),
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy"),
+    "xcopa_zh": ("cambridgeltl/xcopa", "zh"),
+    "cmmlu": ("haonan-li/cmmlu", None),
+}
 CPU_BATCH_SIZE = 4  # measured: larger CPU batches spend their time paging in padded logits
 
 _ACC = {"metric": "acc", "aggregation": "mean", "higher_is_better": True}
@@ -110,6 +124,157 @@ LOCAL_TASKS: dict[str, LocalTask] = {
 }
 
 
+# --- lm-eval's own task definitions over local copies of their upstream files ----------------------
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # Upstream CMMLU CSVs start with an unnamed row-index column.
+    return [{key: value for key, value in row.items() if key} for row in rows]
+
+
+@dataclass(frozen=True)
+class LocalSplit:
+    """One split file of an upstream data set, with what it must hold."""
+
+    split: str
+    relative: str
+    fields: tuple[str, ...]
+    rows: int | None = None
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A task lm-eval defines (prompt, choices, metric), whose dataset is read from local upstream files.
+
+    The task config is lm-eval's own YAML; only the dataset is replaced, so offline and Hub runs
+    score the same items the same way.
+    """
+
+    name: str
+    #: lm-eval leaf task -> its split files.
+    leaves: Callable[[Path], dict[str, tuple[LocalSplit, ...]]]
+    reader: Callable[[Path], list[dict[str, Any]]]
+
+
+def _xcopa_leaves(root: Path) -> dict[str, tuple[LocalSplit, ...]]:
+    fields = ("premise", "choice1", "choice2", "question", "label")
+    return {
+        "xcopa_zh": (
+            LocalSplit("validation", "xcopa_zh/val.zh.jsonl", fields, 100),
+            LocalSplit("test", "xcopa_zh/test.zh.jsonl", fields, 500),
+        )
+    }
+
+
+CMMLU_SUBJECTS_TOTAL = 67
+CMMLU_TEST_ROWS = 11_582
+
+
+def _cmmlu_leaves(root: Path) -> dict[str, tuple[LocalSplit, ...]]:
+    fields = ("Question", "A", "B", "C", "D", "Answer")
+    subjects = sorted(path.stem for path in (root / "cmmlu" / "test").glob("*.csv"))
+    return {
+        f"cmmlu_{subject}": (
+            LocalSplit("dev", f"cmmlu/dev/{subject}.csv", fields),
+            LocalSplit("test", f"cmmlu/test/{subject}.csv", fields),
+        )
+        for subject in subjects
+    }
+
+
+OVERLAYS: dict[str, Overlay] = {
+    "xcopa_zh": Overlay("xcopa_zh", _xcopa_leaves, _read_jsonl),
+    "cmmlu": Overlay("cmmlu", _cmmlu_leaves, _read_csv),
+}
+
+
+def _lm_eval_index() -> Any:
+    """lm-eval's task index (built once: it scans every bundled YAML)."""
+    global _INDEX
+    if _INDEX is None:
+        from lm_eval.tasks import TaskManager
+
+        _INDEX = TaskManager()
+    return _INDEX
+
+
+_INDEX: Any = None
+
+
+def _read_split(split: LocalSplit, path: Path, reader: Callable[[Path], list[dict[str, Any]]], task: str) -> list:
+    if not path.is_file():
+        raise EvaluationError(
+            f"Zero-shot task {task!r} needs {path}, which is missing; copy the upstream file into the data "
+            "directory (layout in the data README) or drop the task from --tasks."
+        )
+    try:
+        rows = reader(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"{path} for task {task!r} is not readable ({exc}); restore the upstream file.") from None
+    missing = [name for name in split.fields if rows and name not in rows[0]]
+    if not rows or missing:
+        raise EvaluationError(
+            f"{path} for task {task!r} lacks the fields {missing or list(split.fields)}; restore the upstream file."
+        )
+    if split.rows is not None and len(rows) != split.rows:
+        raise EvaluationError(
+            f"{path} for task {task!r} has {len(rows)} rows, not the upstream {split.rows}; restore the upstream file."
+        )
+    return rows
+
+
+def overlay_configs(name: str, data_dir: Path) -> tuple[list[dict[str, Any]], str]:
+    """lm-eval's own configs of `name`'s leaf tasks, each with its dataset read from `<data_dir>/zeroshot/`.
+
+    Raises:
+        EvaluationError: a file is missing or does not have the upstream fields and row count.
+    """
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    overlay = OVERLAYS[name]
+    root = Path(data_dir) / "zeroshot"
+    leaves = overlay.leaves(root)
+    if not leaves:
+        raise EvaluationError(
+            f"Zero-shot task {name!r} found no files under {root / name}; copy the upstream data there "
+            "(layout in the data README) or drop the task from --tasks."
+        )
+    index = _lm_eval_index().task_index
+    configs = []
+    for leaf, splits in leaves.items():
+        entry = index.get(leaf)
+        if entry is None or entry.yaml_path is None:
+            raise EvaluationError(
+                f"lm-eval {_lm_eval_version()} has no task {leaf!r} for {root / splits[0].relative}; "
+                "remove that file or upgrade lm-eval."
+            )
+        data = {split.split: _read_split(split, root / split.relative, overlay.reader, name) for split in splits}
+
+        def dataset(data: dict[str, list] = data, **_: Any) -> Any:
+            import datasets
+
+            return datasets.DatasetDict({key: datasets.Dataset.from_list(rows) for key, rows in data.items()})
+
+        config = dict(load_yaml(entry.yaml_path, resolve_func=True))
+        for key in ("tag", "group", "task_list"):
+            config.pop(key, None)
+        config["custom_dataset"] = dataset
+        config["metadata"] = {**(config.get("metadata") or {}), "source": str(root / splits[-1].relative)}
+        configs.append(config)
+    source = str(root / name) if len(configs) > 1 else str(root / leaves[next(iter(leaves))][-1].relative)
+    return configs, source
+
+
+def _lm_eval_version() -> str:
+    import lm_eval
+
+    return str(lm_eval.__version__)
+
+
 def local_task_config(name: str, data_dir: Path) -> dict[str, Any]:
     """An lm-eval task config (dict) for standard task `name` over `<data_dir>/zeroshot/`.
 
@@ -147,14 +312,39 @@ def _task_spec(name: str) -> LocalTask:
         return LOCAL_TASKS[name]
     except KeyError:
         raise EvaluationError(
-            f"Zero-shot task {name!r} is not supported; choose from {', '.join(STANDARD_TASKS)}."
+            f"Zero-shot task {name!r} is not supported; choose from {', '.join(known_tasks())}, or 'auto'."
         ) from None
 
 
+def known_tasks() -> list[str]:
+    """Every task name zhprune-hub runs from local files or the Hub."""
+    return [*STANDARD_TASKS, *CHINESE_TASKS]
+
+
 def validate_tasks(tasks: list[str]) -> list[str]:
+    """The names, checked; `auto` may stand alone (resolved per model by `auto_tasks`).
+
+    Raises:
+        EvaluationError: an unknown name, or `auto` mixed with names.
+    """
+    if AUTO in tasks:
+        if tasks != [AUTO]:
+            raise EvaluationError(
+                f"--tasks {','.join(tasks)!r} mixes 'auto' with task names; give 'auto' alone or list the tasks."
+            )
+        return tasks
     for name in tasks:
-        _task_spec(name)
+        if name not in OVERLAYS:
+            _task_spec(name)
     return tasks
+
+
+def auto_tasks(languages: list[str]) -> list[str]:
+    """The task sets of the model's competent languages, best language first."""
+    names: list[str] = []
+    for language in languages:
+        names += [name for name in TASKS_BY_LANGUAGE[language] if name not in names]
+    return names
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -190,6 +380,17 @@ def choose_task_source(data_dir: Path | None) -> str:
 
 
 @dataclass(frozen=True)
+class SubtaskOutcome:
+    """One leaf of a task group (a CMMLU subject)."""
+
+    task: str
+    acc: float
+    acc_stderr: float | None
+    acc_norm: float | None
+    samples: int
+
+
+@dataclass(frozen=True)
 class TaskOutcome:
     task: str
     acc: float
@@ -200,6 +401,7 @@ class TaskOutcome:
     samples_total: int
     data_source: str
     seconds: float
+    subtasks: tuple[SubtaskOutcome, ...] = ()
 
 
 def _number(value: Any) -> float | None:
@@ -228,10 +430,10 @@ def make_lm(model: Any, tokenizer: Any, *, batch_size: int | str, quiet: bool) -
 
 
 def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: int | None, quiet: bool) -> TaskOutcome:
-    """One zero-shot task through `simple_evaluate`.
+    """One zero-shot task through `simple_evaluate`; a group (cmmlu) is the size-weighted mean of its leaves.
 
     Raises:
-        EvaluationError: the task data could not be loaded (offline, missing file).
+        EvaluationError: the task data could not be loaded (offline, missing or damaged file).
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -240,19 +442,22 @@ def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: i
     if source == "local":
         if data_dir is None:
             raise EvaluationError(f"Local zero-shot task {task!r} needs a data directory; pass --data-dir DIR.")
-        spec = local_task_config(task, data_dir)
+        if task in OVERLAYS:
+            specs, data_source = overlay_configs(task, data_dir)
+        else:
+            spec = local_task_config(task, data_dir)
+            specs, data_source = [spec], spec["metadata"]["source"]
         manager = TaskManager(include_defaults=False)
-        data_source = spec["metadata"]["source"]
     else:
         validate_tasks([task])
-        spec, manager, data_source = task, TaskManager(), "hub"
+        specs, manager, data_source = [task], _lm_eval_index(), "hub"
     started = time.perf_counter()
     sink = io.StringIO()
     try:
         with contextlib.redirect_stderr(sink) if quiet else contextlib.nullcontext():
             out = lm_eval.simple_evaluate(
                 model=lm,
-                tasks=[spec],
+                tasks=specs,
                 num_fewshot=0,
                 limit=limit,
                 task_manager=manager,
@@ -267,18 +472,68 @@ def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: i
     seconds = time.perf_counter() - started
     if out is None:
         raise EvaluationError(f"lm-eval returned no results for task {task!r}; run without --quiet to see its log.")
-    res = out["results"][task]
-    counts = out.get("n-samples", {}).get(task, {})
+    counts = out.get("n-samples", {})
     if source == "hub":
-        data_source = str(out.get("configs", {}).get(task, {}).get("dataset_path", "hub"))
+        config = out.get("configs", {}).get(task) or next(iter(out.get("configs", {}).values()), {})
+        data_source = str(config.get("dataset_path", "hub"))
+    leaves = sorted(name for name in out["results"] if name in counts)
+    if task in counts:
+        res = out["results"][task]
+        return TaskOutcome(
+            task=task,
+            acc=float(res["acc,none"]),
+            acc_stderr=_number(res.get("acc_stderr,none")),
+            acc_norm=_number(res.get("acc_norm,none")),
+            acc_norm_stderr=_number(res.get("acc_norm_stderr,none")),
+            samples=int(counts[task].get("effective", 0)),
+            samples_total=int(counts[task].get("original", 0)),
+            data_source=data_source,
+            seconds=seconds,
+        )
+    return _group_outcome(task, out["results"], counts, leaves, data_source, seconds)
+
+
+def _group_outcome(
+    task: str, results: dict[str, Any], counts: dict[str, Any], leaves: list[str], data_source: str, seconds: float
+) -> TaskOutcome:
+    """Size-weighted mean over the leaves, as lm-eval's own `cmmlu` group aggregates."""
+    subtasks = tuple(
+        SubtaskOutcome(
+            task=leaf,
+            acc=float(results[leaf]["acc,none"]),
+            acc_stderr=_number(results[leaf].get("acc_stderr,none")),
+            acc_norm=_number(results[leaf].get("acc_norm,none")),
+            samples=int(counts[leaf].get("effective", 0)),
+        )
+        for leaf in leaves
+    )
+    total = sum(sub.samples for sub in subtasks)
+    if not total:
+        raise EvaluationError(f"Zero-shot task {task!r} scored no items; check its data files and --limit.")
+
+    def weighted(values: list[float | None]) -> float | None:
+        if any(value is None for value in values):
+            return None
+        return sum(sub.samples * v for sub, v in zip(subtasks, values, strict=True) if v is not None) / total
+
+    def pooled(values: list[float | None]) -> float | None:
+        if any(value is None for value in values):
+            return None
+        return (
+            sum((sub.samples * v) ** 2 for sub, v in zip(subtasks, values, strict=True) if v is not None) ** 0.5 / total
+        )
+
+    acc = weighted([sub.acc for sub in subtasks])
+    assert acc is not None
     return TaskOutcome(
         task=task,
-        acc=float(res["acc,none"]),
-        acc_stderr=_number(res.get("acc_stderr,none")),
-        acc_norm=_number(res.get("acc_norm,none")),
-        acc_norm_stderr=_number(res.get("acc_norm_stderr,none")),
-        samples=int(counts.get("effective", res.get("sample_len", 0))),
-        samples_total=int(counts.get("original", 0)),
+        acc=acc,
+        acc_stderr=pooled([sub.acc_stderr for sub in subtasks]),
+        acc_norm=weighted([sub.acc_norm for sub in subtasks]),
+        acc_norm_stderr=None,
+        samples=total,
+        samples_total=sum(int(counts[leaf].get("original", 0)) for leaf in leaves),
         data_source=data_source,
         seconds=seconds,
+        subtasks=subtasks,
     )
