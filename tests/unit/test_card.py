@@ -200,7 +200,7 @@ def test_card_shows_the_language_rule_and_hub_dataset_ids(results):
     )  # fmt: skip
     pruned = results.models[1].model_copy(update={"zeroshot": [*results.models[1].zeroshot, xcopa]})
     results = results.model_copy(update={"models": [results.models[0], pruned]})
-    ctx, card = _render(results, _measured_report(), language=["en", "fr"])
+    _, card = _render(results, _measured_report(), language=["en", "fr"])
     text = str(card)
     assert "`auto` calibrated on zh+en text (an equal-weight mix) because measured: zh 0.419; en 0.427" in text
     assert "| zh | wikitext_zh | 1.740 | 4.155 | 0.419 | yes |" in text
@@ -208,7 +208,9 @@ def test_card_shows_the_language_rule_and_hub_dataset_ids(results):
     data = ModelCard(text).data
     assert data.language == ["zh", "en", "fr"]  # measured languages first, the base card's list kept as a hint
     xcopa_rows = [r for r in data.eval_results if r.task_name == "xcopa_zh (zero-shot)"]
-    assert [(r.dataset_type, r.dataset_config, r.metric_value) for r in xcopa_rows] == [("cambridgeltl/xcopa", "zh", 0.6)]
+    assert [(r.dataset_type, r.dataset_config, r.metric_value) for r in xcopa_rows] == [
+        ("cambridgeltl/xcopa", "zh", 0.6)
+    ]
 
 
 def test_template_is_strict(results, tmp_path):
