@@ -13,8 +13,8 @@ ask this module, so they cannot disagree. The rule:
 
 Measured on the two real models (8,000 bytes, bz2): Qwen2.5-0.5B 0.427 en / 0.419 zh (ratio
 1.02: both), SmolLM2-135M 0.399 en / 0.627 zh (ratio 1.57: en only). bz2 was the most stable
-reference across probe sizes (Qwen2.5 stays at 0.42-0.44 in both languages from 4 KB to 16 KB,
-where lzma and zlib drift by 0.02-0.05) and separates the two models widest; see README.
+reference across probe sizes (Qwen2.5 stays within 0.419-0.435 in both languages from 4 KB to
+16 KB, lzma 0.399-0.440, zlib 0.386-0.458) and separates the two models widest; see README.
 A model card's `language` list is recorded as a hint, never used to decide.
 """
 
