@@ -70,6 +70,10 @@ TasksOption = Annotated[
     ),
 ]
 LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Items per zero-shot task (quick runs).")]
+IncludePathOption = Annotated[
+    Path | None,
+    typer.Option("--include-path", help="Folder of your own lm-eval task YAMLs; their task names work in --tasks."),
+]
 MethodOption = Annotated[
     str,
     typer.Option(
@@ -337,6 +341,7 @@ def evaluate_cmd(
     ] = None,
     tasks: TasksOption = DEFAULT_TASKS,
     limit: LimitOption = None,
+    include_path: IncludePathOption = None,
     seq_len: Annotated[
         int, typer.Option("--seq-len", min=2, help="Perplexity window (capped at the model context).")
     ] = 2048,
@@ -380,6 +385,7 @@ def evaluate_cmd(
         dtype=dtype,
         trust_remote_code=trust_remote_code,
         quiet=quiet,
+        include_path=include_path,
     )
     if json_out is not None and str(json_out) == "-":
         typer.echo(results.model_dump_json(indent=2))
@@ -510,6 +516,7 @@ def publish_cmd(
     ] = None,
     tasks: TasksOption = DEFAULT_TASKS,
     limit: LimitOption = None,
+    include_path: IncludePathOption = None,
     ppl_seq_len: Annotated[int, typer.Option("--ppl-seq-len", help="Perplexity window in tokens.")] = 2048,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens.")

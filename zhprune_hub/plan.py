@@ -67,6 +67,9 @@ class EvalSettings(BaseModel):
         description="Zero-shot tasks; [auto] = those of the model's measured languages; [] = none.",
     )
     limit: int | None = Field(default=None, ge=1, description="Items per zero-shot task; null = full splits.")
+    include_path: Path | None = Field(
+        default=None, description="Folder of the user's own lm-eval task YAMLs (lm-eval's include path)."
+    )
     ppl_seq_len: int = Field(default=2048, ge=2, description="Perplexity window in tokens.")
     max_tokens: int | None = Field(default=None, ge=2, description="Evaluate only this many leading tokens.")
     eval_batch_size: int | Literal["auto"] = Field(default="auto", description="Windows/requests per forward.")

@@ -217,6 +217,7 @@ def _measure(
         model, tokenizer, model_id=label, ppl=ppl, tasks=tasks, limit=ev.limit, seq_len=ev.ppl_seq_len,
         max_tokens=ev.max_tokens, batch_size=ev.eval_batch_size, data_dir=v.prune.data_dir,
         revision=source.revision, commit=source.commit, notify=run.reporter.log, languages=languages,
+        include_path=ev.include_path,
     )  # fmt: skip
     remote = source.gguf_file is None and needs_remote_code(source.local_dir)
     timings = result.timings.model_copy(update={"load_s": load_s, "total_s": result.timings.total_s + load_s})

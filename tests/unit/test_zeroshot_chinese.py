@@ -1,4 +1,8 @@
-"""xcopa_zh and cmmlu offline: lm-eval's own task configs over the local upstream files, scored by real lm-eval."""
+"""Zero-shot tasks beyond the English five, scored by real lm-eval.
+
+xcopa_zh and cmmlu offline (lm-eval's own task configs over the local upstream files), a user's task
+via --include-path, any registry name, and the one-sentence errors.
+"""
 
 from __future__ import annotations
 
@@ -86,10 +90,66 @@ def test_damaged_local_files_are_one_sentence(shared_data: Path, tmp_path: Path)
         zeroshot.overlay_configs("xcopa_zh", tmp_path / "nowhere")
 
 
-def test_task_names(shared_data: Path) -> None:
+USER_TASK = """task: my_yes_no
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: gold
+metric_list:
+  - metric: acc
+metadata:
+  version: 1.0
+"""
+
+ITEMS = [
+    {"question": "The sky on a clear day is", "choices": ["blue", "green", "loud"], "gold": 0},
+    {"question": "Two plus two is", "choices": ["four", "seven"], "gold": 0},
+    {"question": "Fire feels", "choices": ["cold", "hot"], "gold": 1},
+    {"question": "结构化剪枝会移除", "choices": ["注意力头", "天气"], "gold": 0},
+]
+
+
+def test_include_path_task_equals_a_direct_computation(tiny, tmp_path: Path) -> None:
+    model, tokenizer = tiny
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in ITEMS), encoding="utf-8")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "my_yes_no.yaml").write_text(USER_TASK.format(data=data), encoding="utf-8")
+    result = evaluate_model(model, tokenizer, model_id="tiny", ppl=[], tasks=["my_yes_no"], include_path=tasks,
+                            data_dir=None, task_source="local", batch_size=2)  # fmt: skip
+    (outcome,) = result.zeroshot
+    correct = 0
+    for item in ITEMS:
+        scores = [_loglikelihood(model, tokenizer, item["question"], " " + choice) for choice in item["choices"]]
+        correct += int(scores.index(max(scores)) == item["gold"])
+    assert outcome.acc == pytest.approx(correct / len(ITEMS)) and outcome.samples == len(ITEMS)
+    assert outcome.source == "local" and str(data) in outcome.data_source
+
+
+def test_task_names_and_their_errors(tiny, shared_data: Path, tmp_path: Path) -> None:
     assert zeroshot.validate_tasks(["xcopa_zh", "cmmlu", "piqa"]) == ["xcopa_zh", "cmmlu", "piqa"]
     assert zeroshot.validate_tasks(["auto"]) == ["auto"]
-    with pytest.raises(EvaluationError, match="'mmlu' is not supported; choose from boolq"):
-        zeroshot.validate_tasks(["mmlu"])
+    assert zeroshot.validate_tasks(["arc_challenge", "mmlu"]) == ["arc_challenge", "mmlu"]  # lm-eval's registry
+    with pytest.raises(
+        EvaluationError, match=r"'nosuchtask' is not supported; choose from boolq.*--include-path DIR\.$"
+    ):
+        zeroshot.validate_tasks(["nosuchtask"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "mine.yaml").write_text("task: mine\n  dataset_path: [oops\n")
+    with pytest.raises(EvaluationError, match=r"mine.yaml' under --include-path is malformed .*; fix or remove it\.$"):
+        zeroshot.validate_tasks(["mine"], broken)
+    model, tokenizer = tiny
+    # Offline, a registry task whose data lives on the Hub: one sentence naming the data set.
+    with pytest.raises(EvaluationError, match=r"'arc_challenge' needs the dataset allenai/ai2_arc \(config ARC-Challenge\), "
+                       r"which is not reachable here .*--include-path DIR"):  # fmt: skip
+        evaluate_model(model, tokenizer, model_id="tiny", ppl=[], tasks=["arc_challenge"], limit=2,
+                       data_dir=shared_data, batch_size=2)  # fmt: skip
     assert zeroshot.HUB_DATASETS["xcopa_zh"] == ("cambridgeltl/xcopa", "zh")
     assert zeroshot.HUB_DATASETS["cmmlu"] == ("haonan-li/cmmlu", None)

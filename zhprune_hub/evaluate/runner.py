@@ -71,12 +71,13 @@ def resolve_defaults(
     tasks: list[str] | None,
     data_dir: Path | None,
     languages: list[str] | None = None,
+    include_path: Path | None = None,
 ) -> tuple[list[str], list[str], dict[str, Any] | None]:
     """Perplexity corpora and tasks, with the defaults (`None`, `auto`) filled by the model's languages.
 
     The model is measured only when a default needs it and `languages` is not given.
     """
-    task_list = list(zeroshot.STANDARD_TASKS) if tasks is None else zeroshot.validate_tasks(tasks)
+    task_list = list(zeroshot.STANDARD_TASKS) if tasks is None else zeroshot.validate_tasks(tasks, include_path)
     needs = ppl is None or task_list == [zeroshot.AUTO]
     record: dict[str, Any] | None = None
     if needs and languages is None:
@@ -231,6 +232,7 @@ def evaluate_model(
     quiet: bool = True,
     notify: Notify | None = None,
     languages: list[str] | None = None,
+    include_path: Path | None = None,
 ) -> ModelResults:
     """Perplexity and zero-shot accuracy of a model already in memory.
 
@@ -240,6 +242,7 @@ def evaluate_model(
             task sets of the model's competent languages (xcopa_zh, cmmlu for zh); [] = skip.
         languages: the model's languages when already decided (e.g. by the prune stage); None measures
             the model when a default needs them.
+        include_path: a folder of the user's lm-eval task YAMLs (lm-eval's `--include_path`).
         limit: items per zero-shot task (None = full splits).
         seq_len / max_tokens: perplexity window and evaluated prefix.
         batch_size: "auto" or windows/requests per forward.
@@ -257,7 +260,7 @@ def evaluate_model(
     model.eval()
     data_path = _data_dir(data_dir)
     names, task_names, language_record = resolve_defaults(
-        model, tokenizer, ppl=ppl, tasks=tasks, data_dir=data_path, languages=languages
+        model, tokenizer, ppl=ppl, tasks=tasks, data_dir=data_path, languages=languages, include_path=include_path
     )
     if language_record is not None and language_record.get("reason"):
         notify(f"languages of {model_id}: {language_record['reason']}")
@@ -287,7 +290,9 @@ def evaluate_model(
         lm = zeroshot.make_lm(model, tokenizer, batch_size=batch_size, quiet=quiet)
         for task in task_names:
             notify(f"zero-shot {task} · {model_id} ({source} task, limit {limit})")
-            out = zeroshot.run_task(lm, task, source=source, data_dir=data_path, limit=limit, quiet=quiet)
+            out = zeroshot.run_task(
+                lm, task, source=source, data_dir=data_path, limit=limit, quiet=quiet, include_path=include_path
+            )
             zs_results.append(
                 ZeroShotResult(
                     task=out.task,
@@ -297,7 +302,7 @@ def evaluate_model(
                     acc_norm_stderr=out.acc_norm_stderr,
                     samples=out.samples,
                     samples_total=out.samples_total,
-                    source=source,
+                    source=out.source,
                     data_source=out.data_source,
                     seconds=out.seconds,
                     subtasks=[ZeroShotSubtask(**asdict(sub)) for sub in out.subtasks] or None,
@@ -342,6 +347,7 @@ def evaluate_models(
     trust_remote_code: bool | None = None,
     quiet: bool = True,
     notify: Notify | None = None,
+    include_path: Path | None = None,
 ) -> EvaluationResults:
     """Load each model (Hub id, local dir, or pruned checkpoint of either layout), evaluate, compare.
 
@@ -357,7 +363,7 @@ def evaluate_models(
     # Fail before loading anything when the zero-shot data cannot be reached.
     data_path = _data_dir(data_dir)
     if tasks is not None:
-        zeroshot.validate_tasks(tasks)
+        zeroshot.validate_tasks(tasks, include_path)
     task_source = zeroshot.choose_task_source(data_path) if tasks != [] else None
     if quiet:
         from transformers.utils import logging as hf_logging
@@ -378,7 +384,9 @@ def evaluate_models(
         model, tokenizer = load_model(source, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         load_s = time.perf_counter() - started
         # The reference decides the defaults; every later model is measured on the same texts and tasks.
-        ppl, tasks, record = resolve_defaults(model, tokenizer, ppl=ppl, tasks=tasks, data_dir=data_path)
+        ppl, tasks, record = resolve_defaults(
+            model, tokenizer, ppl=ppl, tasks=tasks, data_dir=data_path, include_path=include_path
+        )
         if record is not None:
             notify(f"languages of {reference}: {record['reason']}")
         result = evaluate_model(
@@ -397,6 +405,7 @@ def evaluate_models(
             task_source=task_source,
             quiet=quiet,
             notify=notify,
+            include_path=include_path,
         )
         timings = result.timings.model_copy(update={"load_s": load_s, "total_s": result.timings.total_s + load_s})
         update = {"timings": timings, "trust_remote_code": remote or result.trust_remote_code}

@@ -192,17 +192,41 @@ OVERLAYS: dict[str, Overlay] = {
 }
 
 
-def _lm_eval_index() -> Any:
-    """lm-eval's task index (built once: it scans every bundled YAML)."""
-    global _INDEX
-    if _INDEX is None:
+def _lm_eval_index(include_path: Path | None = None) -> Any:
+    """lm-eval's task index with the user's `--include-path` YAMLs (built once per path: it scans every YAML)."""
+    key = str(include_path) if include_path is not None else None
+    if key not in _INDEX:
         from lm_eval.tasks import TaskManager
 
-        _INDEX = TaskManager()
-    return _INDEX
+        if include_path is not None:
+            check_include_path(include_path)
+        _INDEX[key] = TaskManager(include_path=key)
+    return _INDEX[key]
 
 
-_INDEX: Any = None
+_INDEX: dict[str | None, Any] = {}
+
+
+def check_include_path(include_path: Path) -> None:
+    """Every YAML under `--include-path` parses (lm-eval itself skips a broken file without a word).
+
+    Raises:
+        EvaluationError: the directory is missing, or a YAML file is malformed.
+    """
+    import yaml
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    root = Path(include_path)
+    if not root.is_dir():
+        raise EvaluationError(f"--include-path {str(root)!r} is not a directory; give the folder of your task YAMLs.")
+    for path in sorted(root.rglob("*.yaml")):
+        try:
+            load_yaml(path, resolve_func=False, recursive=False)
+        except (yaml.YAMLError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EvaluationError(
+                f"Task YAML {str(path)!r} under --include-path is malformed ({first}); fix or remove it."
+            ) from None
 
 
 def _read_split(split: LocalSplit, path: Path, reader: Callable[[Path], list[dict[str, Any]]], task: str) -> list:
@@ -321,11 +345,14 @@ def known_tasks() -> list[str]:
     return [*STANDARD_TASKS, *CHINESE_TASKS]
 
 
-def validate_tasks(tasks: list[str]) -> list[str]:
+def validate_tasks(tasks: list[str], include_path: Path | None = None) -> list[str]:
     """The names, checked; `auto` may stand alone (resolved per model by `auto_tasks`).
 
+    Besides zhprune-hub's own tasks, any name lm-eval's registry knows (or a YAML under
+    `include_path` defines) is accepted; the registry is only built when such a name is given.
+
     Raises:
-        EvaluationError: an unknown name, or `auto` mixed with names.
+        EvaluationError: an unknown name, `auto` mixed with names, or a malformed include path.
     """
     if AUTO in tasks:
         if tasks != [AUTO]:
@@ -333,10 +360,37 @@ def validate_tasks(tasks: list[str]) -> list[str]:
                 f"--tasks {','.join(tasks)!r} mixes 'auto' with task names; give 'auto' alone or list the tasks."
             )
         return tasks
-    for name in tasks:
-        if name not in OVERLAYS:
-            _task_spec(name)
+    others = [name for name in tasks if name not in OVERLAYS and name not in LOCAL_TASKS]
+    if include_path is not None:
+        check_include_path(include_path)
+    if others:
+        known = set(_lm_eval_index(include_path).all_tasks)
+        for name in others:
+            if name not in known:
+                raise EvaluationError(
+                    f"Zero-shot task {name!r} is not supported; choose from {', '.join(known_tasks())}, 'auto', "
+                    f"or a task lm-eval {_lm_eval_version()} knows (`lm-eval ls tasks`), or add its YAML with "
+                    "--include-path DIR."
+                )
     return tasks
+
+
+def registry_dataset(task: str, include_path: Path | None = None) -> str:
+    """`dataset_path` (and config) of a registry task, for messages and the card; `?` when unknown."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = _lm_eval_index(include_path).task_index.get(task)
+    if entry is None or entry.yaml_path is None:
+        return "?"
+    try:
+        config = load_yaml(entry.yaml_path, resolve_func=False)
+    except Exception:
+        return "?"
+    data_files = (config.get("dataset_kwargs") or {}).get("data_files")
+    if data_files:
+        return f"{config.get('dataset_path', '?')} files {data_files}"
+    name = config.get("dataset_name")
+    return f"{config.get('dataset_path', '?')}" + (f" (config {name})" if name else "")
 
 
 def auto_tasks(languages: list[str]) -> list[str]:
@@ -402,6 +456,8 @@ class TaskOutcome:
     data_source: str
     seconds: float
     subtasks: tuple[SubtaskOutcome, ...] = ()
+    #: local: the items came from local files; hub: from a Hub dataset as lm-eval's YAML names it.
+    source: str = "local"
 
 
 def _number(value: Any) -> float | None:
@@ -429,7 +485,16 @@ def make_lm(model: Any, tokenizer: Any, *, batch_size: int | str, quiet: bool) -
         return _HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_batch_size=64)
 
 
-def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: int | None, quiet: bool) -> TaskOutcome:
+def run_task(
+    lm: Any,
+    task: str,
+    *,
+    source: str,
+    data_dir: Path | None,
+    limit: int | None,
+    quiet: bool,
+    include_path: Path | None = None,
+) -> TaskOutcome:
     """One zero-shot task through `simple_evaluate`; a group (cmmlu) is the size-weighted mean of its leaves.
 
     Raises:
@@ -439,7 +504,8 @@ def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: i
     from lm_eval.tasks import TaskManager
 
     _quiet_lm_eval()
-    if source == "local":
+    ours = task in OVERLAYS or task in LOCAL_TASKS
+    if source == "local" and ours:
         if data_dir is None:
             raise EvaluationError(f"Local zero-shot task {task!r} needs a data directory; pass --data-dir DIR.")
         if task in OVERLAYS:
@@ -449,8 +515,9 @@ def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: i
             specs, data_source = [spec], spec["metadata"]["source"]
         manager = TaskManager(include_defaults=False)
     else:
-        validate_tasks([task])
-        specs, manager, data_source = [task], _lm_eval_index(), "hub"
+        # lm-eval's own definition (registry or --include-path), data wherever its YAML says.
+        validate_tasks([task], include_path)
+        specs, manager, data_source = [task], _lm_eval_index(include_path), "hub"
     started = time.perf_counter()
     sink = io.StringIO()
     try:
@@ -465,17 +532,25 @@ def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: i
                 bootstrap_iters=0 if limit is not None and limit < 2 else 100000,
             )
     except (ConnectionError, OSError) as exc:
+        if ours:
+            raise EvaluationError(
+                f"Zero-shot task {task!r} could not load its data ({str(exc).splitlines()[0]}); "
+                "pass --data-dir DIR to use local files."
+            ) from exc
         raise EvaluationError(
-            f"Zero-shot task {task!r} could not load its data ({str(exc).splitlines()[0]}); "
-            "pass --data-dir DIR to use local files."
+            f"Zero-shot task {task!r} needs the dataset {registry_dataset(task, include_path)}, which is not "
+            f"reachable here ({str(exc).splitlines()[0]}); run with Hub access, or copy the data and pass "
+            "--include-path DIR with a task YAML that reads the local copy."
         ) from exc
     seconds = time.perf_counter() - started
     if out is None:
         raise EvaluationError(f"lm-eval returned no results for task {task!r}; run without --quiet to see its log.")
     counts = out.get("n-samples", {})
-    if source == "hub":
+    if data_source == "hub":
         config = out.get("configs", {}).get(task) or next(iter(out.get("configs", {}).values()), {})
-        data_source = str(config.get("dataset_path", "hub"))
+        files = (config.get("dataset_kwargs") or {}).get("data_files")
+        data_source = str(files if files else config.get("dataset_path", "hub"))
+    where = "local" if ours and source == "local" else ("local" if _is_local(data_source) else "hub")
     leaves = sorted(name for name in out["results"] if name in counts)
     if task in counts:
         res = out["results"][task]
@@ -489,12 +564,32 @@ def run_task(lm: Any, task: str, *, source: str, data_dir: Path | None, limit: i
             samples_total=int(counts[task].get("original", 0)),
             data_source=data_source,
             seconds=seconds,
+            source=where,
         )
-    return _group_outcome(task, out["results"], counts, leaves, data_source, seconds)
+    return _group_outcome(task, out["results"], counts, leaves, data_source, seconds, where)
+
+
+def _is_local(data_source: str) -> bool:
+    """True when a data source names files on this machine (e.g. a user YAML's `data_files`)."""
+    import ast
+
+    try:
+        value = ast.literal_eval(data_source)
+    except (ValueError, SyntaxError):
+        value = data_source
+    paths = [value] if isinstance(value, str) else list(value.values()) if isinstance(value, dict) else list(value)
+    flat = [str(item) for path in paths for item in (path if isinstance(path, list) else [path])]
+    return bool(flat) and all(Path(item).expanduser().exists() for item in flat)
 
 
 def _group_outcome(
-    task: str, results: dict[str, Any], counts: dict[str, Any], leaves: list[str], data_source: str, seconds: float
+    task: str,
+    results: dict[str, Any],
+    counts: dict[str, Any],
+    leaves: list[str],
+    data_source: str,
+    seconds: float,
+    where: str,
 ) -> TaskOutcome:
     """Size-weighted mean over the leaves, as lm-eval's own `cmmlu` group aggregates."""
     subtasks = tuple(
@@ -536,4 +631,5 @@ def _group_outcome(
         data_source=data_source,
         seconds=seconds,
         subtasks=subtasks,
+        source=where,
     )
