@@ -71,6 +71,8 @@ class ProtocolContext(_Frozen):
     tasks: list[str]
     limit: int | None
     task_source: str | None
+    #: `task sha256…` of every zero-shot data set read from local files (paths are never shown).
+    task_digests: list[str] = Field(default_factory=list)
     lm_eval_version: str | None
 
 
@@ -266,6 +268,7 @@ def _protocol(results: EvaluationResults) -> ProtocolContext:
         tasks=z.tasks if z else [],
         limit=z.limit if z else None,
         task_source=z.task_source if z else None,
+        task_digests=[f"{r.task} `{r.data_sha256[:16]}`" for r in results.models[0].zeroshot if r.data_sha256],
         lm_eval_version=z.lm_eval_version if z else None,
     )
 

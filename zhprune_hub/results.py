@@ -70,6 +70,10 @@ class ZeroShotResult(_Frozen):
     source: Literal["hub", "local"] = Field(description="hub: lm-eval's own task; local: generated from data files.")
     data_source: str = Field(description="Hub dataset id or local file the items came from.")
     seconds: float
+    data_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the local data file(s) scored; several files: bytes concatenated in path order.",
+    )
     subtasks: list[ZeroShotSubtask] | None = Field(
         default=None,
         description="Per-leaf results of a group (cmmlu: one per subject); acc is their size-weighted mean.",

@@ -199,12 +199,15 @@ def test_card_shows_the_language_rule_and_hub_dataset_ids(results):
         data_source="/data/zeroshot/xcopa_zh/test.zh.jsonl", seconds=1.0,
     )  # fmt: skip
     pruned = results.models[1].model_copy(update={"zeroshot": [*results.models[1].zeroshot, xcopa]})
-    results = results.model_copy(update={"models": [results.models[0], pruned]})
+    piqa = results.models[0].zeroshot[0].model_copy(update={"data_sha256": "d2870e73aec5154d" + "0" * 48})
+    base = results.models[0].model_copy(update={"zeroshot": [piqa]})
+    results = results.model_copy(update={"models": [base, pruned]})
     _, card = _render(results, _measured_report(), language=["en", "fr"])
     text = str(card)
     assert "`auto` calibrated on zh+en text (an equal-weight mix) because measured: zh 0.419; en 0.427" in text
     assert "| zh | wikitext_zh | 1.740 | 4.155 | 0.419 | yes |" in text
     assert "| en | wikitext2 | 1.298 | 3.039 | 0.427 | yes |" in text
+    assert "Local data (sha256, first 16 hex digits): piqa `d2870e73aec5154d`." in text
     data = ModelCard(text).data
     assert data.language == ["zh", "en", "fr"]  # measured languages first, the base card's list kept as a hint
     xcopa_rows = [r for r in data.eval_results if r.task_name == "xcopa_zh (zero-shot)"]

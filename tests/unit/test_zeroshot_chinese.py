@@ -45,6 +45,7 @@ def test_xcopa_zh_equals_a_direct_loglikelihood_comparison(tiny, shared_data: Pa
     (outcome,) = result.zeroshot
     assert (outcome.samples, outcome.samples_total) == (LIMIT, 500)  # lm-eval's xcopa_zh scores the test split
     assert outcome.data_source.endswith("zeroshot/xcopa_zh/test.zh.jsonl") and outcome.acc_norm is None
+    assert outcome.data_sha256 is not None and len(outcome.data_sha256) == 64
     rows = [json.loads(line) for line in (shared_data / "zeroshot/xcopa_zh/test.zh.jsonl").open(encoding="utf-8")]
     correct = 0
     for row in rows[:LIMIT]:
@@ -130,6 +131,25 @@ def test_include_path_task_equals_a_direct_computation(tiny, tmp_path: Path) -> 
         correct += int(scores.index(max(scores)) == item["gold"])
     assert outcome.acc == pytest.approx(correct / len(ITEMS)) and outcome.samples == len(ITEMS)
     assert outcome.source == "local" and str(data) in outcome.data_source
+
+
+def test_local_data_identity(shared_data: Path, tmp_path: Path) -> None:
+    # The digest the data README records for CMMLU: every dev/ and test/ CSV, sorted by path, concatenated.
+    configs, _ = zeroshot.overlay_configs("cmmlu", shared_data)
+    assert configs[0]["metadata"]["sha256"] == "5e1db330b82765f70f45dab62bb2e5fe8891dcb315d838ee4b4a9aaa58dc73ef"
+    assert len(configs) == 67 and configs[0]["task"] == "cmmlu_agronomy" and "custom_dataset" in configs[0]
+    piqa = zeroshot.local_task_config("piqa", shared_data)
+    assert piqa["metadata"]["sha256"] == "d2870e73aec5154df3faf259b7700876e11608eebdf69e9d6667435673dbe4e0"
+    # A file renamed to arc_easy.jsonl is not scored as ARC-Easy.
+    (tmp_path / "zeroshot").mkdir()
+    shutil.copy(shared_data / "zeroshot/piqa.jsonl", tmp_path / "zeroshot/arc_easy.jsonl")
+    with pytest.raises(
+        EvaluationError, match=r"arc_easy.jsonl for task 'arc_easy' has 1838 rows, not the upstream 2376"
+    ):
+        zeroshot.local_task_config("arc_easy", tmp_path)
+    shutil.copy(shared_data / "zeroshot/winogrande.jsonl", tmp_path / "zeroshot/piqa.jsonl")
+    with pytest.raises(EvaluationError, match=r"lacks the fields \['query', 'choices'\]"):
+        zeroshot.local_task_config("piqa", tmp_path)
 
 
 def test_task_names_and_their_errors(tiny, shared_data: Path, tmp_path: Path) -> None:

@@ -304,6 +304,7 @@ def evaluate_model(
                     samples_total=out.samples_total,
                     source=out.source,
                     data_source=out.data_source,
+                    data_sha256=out.data_sha256,
                     seconds=out.seconds,
                     subtasks=[ZeroShotSubtask(**asdict(sub)) for sub in out.subtasks] or None,
                 )

@@ -17,11 +17,12 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from zhprune_hub.errors import EvaluationError
+from zhprune_hub.fingerprint import sha256_of_files
 
 STANDARD_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy")
 CHINESE_TASKS = ("xcopa_zh", "cmmlu")
@@ -100,14 +101,19 @@ class LocalTask:
     doc_to_choice: str | list[str]
     doc_to_target: str
     metrics: tuple[dict[str, Any], ...]
+    #: What the upstream file holds: every row has these fields, and there are this many rows.
+    fields: tuple[str, ...] = ("query", "choices", "gold")
+    rows: int | None = None
 
 
 LOCAL_TASKS: dict[str, LocalTask] = {
     t.name: t
     for t in (
-        LocalTask("boolq", "boolq.jsonl", _read_jsonl, _boolq_text, ["no", "yes"], "gold", (_ACC,)),
-        LocalTask("piqa", "piqa.jsonl", _read_jsonl, _piqa_text, "choices", "gold", (_ACC, _ACC_NORM)),
-        LocalTask("arc_easy", "arc_easy.jsonl", _read_jsonl, _arc_text, "choices", "gold", (_ACC, _ACC_NORM)),
+        LocalTask("boolq", "boolq.jsonl", _read_jsonl, _boolq_text, ["no", "yes"], "gold", (_ACC,), rows=3270),
+        LocalTask("piqa", "piqa.jsonl", _read_jsonl, _piqa_text, "choices", "gold", (_ACC, _ACC_NORM), rows=1838),
+        LocalTask(
+            "arc_easy", "arc_easy.jsonl", _read_jsonl, _arc_text, "choices", "gold", (_ACC, _ACC_NORM), rows=2376
+        ),
         LocalTask(
             "hellaswag",
             "hellaswag_val_full.txt.bz2",
@@ -116,10 +122,21 @@ LOCAL_TASKS: dict[str, LocalTask] = {
             "choices",
             "gold",
             (_ACC, _ACC_NORM),
+            rows=10042,
         ),
         # lm-eval's partial scoring: doc_to_text is the gold index, the choices are the contexts,
         # and the shared continuation is the target scored after each of them.
-        LocalTask("winogrande", "winogrande.jsonl", _read_jsonl, "gold", "context_options", "continuation", (_ACC,)),
+        LocalTask(
+            "winogrande",
+            "winogrande.jsonl",
+            _read_jsonl,
+            "gold",
+            "context_options",
+            "continuation",
+            (_ACC,),
+            fields=("context_options", "continuation", "gold"),
+            rows=1267,
+        ),
     )
 }
 
@@ -237,7 +254,7 @@ def _read_split(split: LocalSplit, path: Path, reader: Callable[[Path], list[dic
         )
     try:
         rows = reader(path)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, KeyError) as exc:
         raise EvaluationError(f"{path} for task {task!r} is not readable ({exc}); restore the upstream file.") from None
     missing = [name for name in split.fields if rows and name not in rows[0]]
     if not rows or missing:
@@ -290,6 +307,10 @@ def overlay_configs(name: str, data_dir: Path) -> tuple[list[dict[str, Any]], st
         config["metadata"] = {**(config.get("metadata") or {}), "source": str(root / splits[-1].relative)}
         configs.append(config)
     source = str(root / name) if len(configs) > 1 else str(root / leaves[next(iter(leaves))][-1].relative)
+    files = sorted(root / split.relative for splits in leaves.values() for split in splits)
+    digest = sha256_of_files(files)
+    for config in configs:
+        config["metadata"]["sha256"] = digest
     return configs, source
 
 
@@ -313,10 +334,12 @@ def local_task_config(name: str, data_dir: Path) -> dict[str, Any]:
             "(layout in the README) or drop the task from --tasks."
         )
 
+    rows = _read_split(LocalSplit("validation", spec.filename, spec.fields, spec.rows), path, spec.reader, name)
+
     def dataset(**_: Any) -> Any:
         import datasets
 
-        return datasets.DatasetDict({"validation": datasets.Dataset.from_list(spec.reader(path))})
+        return datasets.DatasetDict({"validation": datasets.Dataset.from_list(rows)})
 
     return {
         "task": name,
@@ -327,7 +350,7 @@ def local_task_config(name: str, data_dir: Path) -> dict[str, Any]:
         "doc_to_choice": spec.doc_to_choice,
         "doc_to_target": spec.doc_to_target,
         "metric_list": [dict(m) for m in spec.metrics],
-        "metadata": {"version": 1.0, "source": str(path)},
+        "metadata": {"version": 1.0, "source": str(path), "sha256": sha256_of_files([path])},
     }
 
 
@@ -458,6 +481,8 @@ class TaskOutcome:
     subtasks: tuple[SubtaskOutcome, ...] = ()
     #: local: the items came from local files; hub: from a Hub dataset as lm-eval's YAML names it.
     source: str = "local"
+    #: sha256 of the local file(s) scored (several files: their bytes concatenated in path order).
+    data_sha256: str | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -551,6 +576,7 @@ def run_task(
         files = (config.get("dataset_kwargs") or {}).get("data_files")
         data_source = str(files if files else config.get("dataset_path", "hub"))
     where = "local" if ours and source == "local" else ("local" if _is_local(data_source) else "hub")
+    digest = specs[0]["metadata"].get("sha256") if isinstance(specs[0], dict) else None
     leaves = sorted(name for name in out["results"] if name in counts)
     if task in counts:
         res = out["results"][task]
@@ -565,8 +591,10 @@ def run_task(
             data_source=data_source,
             seconds=seconds,
             source=where,
+            data_sha256=digest,
         )
-    return _group_outcome(task, out["results"], counts, leaves, data_source, seconds, where)
+    outcome = _group_outcome(task, out["results"], counts, leaves, data_source, seconds, where)
+    return replace(outcome, data_sha256=digest)
 
 
 def _is_local(data_source: str) -> bool:
