@@ -6,7 +6,9 @@
 Taylor importance, layouts global and uniform, one ratio (default 0.2); calibration `wikitext_zh`
 vs `c4` vs `wikitext_zh:0.5,c4:0.5` with the same N x L windows and the same seeds. Reports English
 (WikiText-2) and Chinese (c4_zh stand-in) perplexity and the zero-shot mean, as mean ± sample
-standard deviation over seeds. Qwen2.5 is the Chinese-capable model; SmolLM2 is the control.
+standard deviation over seeds; with `--tasks xcopa_zh cmmlu piqa ...` also each Chinese task and the
+mean of the English ones. `--calibrations auto` adds what the language rule picks (for a bilingual
+model the same windows as the 50/50 mix). Qwen2.5 is the Chinese-capable model; SmolLM2 is the control.
 Resumable: one key per (model, layout, calibration, seed).
 """
 
@@ -35,6 +37,7 @@ from common import (
     resolve_model,
     run_configs,
     table,
+    task_score,
     write_markdown,
 )
 
@@ -122,16 +125,26 @@ def build_configs(args) -> list:
     return configs
 
 
+ZH_TASKS = ("xcopa_zh", "cmmlu")
+
+
 def metrics(record: dict) -> dict[str, float | None]:
-    """The reported numbers of one run: en PPL, zh PPL, zero-shot mean (%) with and without BoolQ."""
+    """The reported numbers of one run: en PPL, zh PPL, zero-shot mean (%) with and without BoolQ,
+    each Chinese task (%) and the mean of the English tasks (%) when Chinese tasks ran too."""
     ppl = record.get("perplexity") or {}
     mean = record.get("zeroshot_mean") or {}
     tasks = list(record.get("zeroshot") or {})
+    english = [task for task in tasks if task not in ZH_TASKS]
+    en_scores = [task_score(record, task) for task in english]
     return {
         "en": (ppl.get("wikitext2") or {}).get("ppl"),
         "zh": (ppl.get("c4_zh") or {}).get("ppl"),
         "zeroshot": percent(mean.get("acc_norm")),
         "zeroshot_no_boolq": percent(mean_without(record, tasks, "boolq")) if "boolq" in tasks else None,
+        **{task: percent(task_score(record, task)) for task in ZH_TASKS},
+        "zeroshot_en": percent(sum(en_scores) / len(en_scores))
+        if english and len(english) < len(tasks) and None not in en_scores
+        else None,
     }
 
 
@@ -157,9 +170,9 @@ def aggregate(results: dict[str, dict]) -> dict[tuple, dict[str, list]]:
             record.get("ratio"),
             record.get("calibration_spec"),
         )
-        bucket = groups.setdefault(group, {"en": [], "zh": [], "zeroshot": [], "zeroshot_no_boolq": [], "seeds": []})
+        bucket = groups.setdefault(group, {"seeds": []})
         for name, value in metrics(record).items():
-            bucket[name].append(value)
+            bucket.setdefault(name, []).append(value)
         bucket["seeds"].append(record.get("seed"))
     return groups
 
@@ -168,6 +181,8 @@ def render(store: Store, args) -> str:
     groups = aggregate(store.results)
     tasks = store.data["protocol"]["zeroshot"]["tasks"]
     with_boolq = "boolq" in tasks and len(tasks) > 1
+    zh_tasks = [task for task in ZH_TASKS if task in tasks]
+    with_en = bool(zh_tasks) and len(zh_tasks) < len(tasks)
     failed = [k for k, r in store.results.items() if "error" in r]
     parts = [
         protocol_text(store.data["protocol"])
@@ -191,10 +206,13 @@ def render(store: Store, args) -> str:
                     spread(bucket["zh"]),
                     spread(bucket["zeroshot"]),
                     *([spread(bucket["zeroshot_no_boolq"])] if with_boolq else []),
+                    *(spread(bucket[task]) for task in zh_tasks),
+                    *([spread(bucket["zeroshot_en"])] if with_en else []),
                 ]
             )
         header = ["method", "layout", "ratio", "calibration", "seeds", "PPL en (wikitext2)", "PPL zh (c4_zh)"]
         header += ["0-shot mean %", *(["0-shot w/o boolq %"] if with_boolq else [])]
+        header += [f"{task} %" for task in zh_tasks] + (["en tasks mean %"] if with_en else [])
         parts.append(f"## {display_model(model)}\n\n{table(header, rows)}")
     if failed:
         parts.append("Failed configurations (rerun with --retry-failed):\n\n" + "\n".join(f"- `{k}`" for k in failed))

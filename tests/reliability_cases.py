@@ -216,6 +216,16 @@ BUILDERS: dict[str, Callable[[Path, Resources], object]] = {
     ),
     "plan_bad_ratio": _plan("ratio.yaml", "defaults:\n  model: model\n  repo_id: me/x\nvariants:\n  - ratio: 1.5\n"),
     "plan_binary": lambda sb, res: (sb / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage"),
+    "bad_task_yaml": lambda sb, res: (
+        (sb / "tasks").mkdir(),
+        (sb / "tasks" / "mine.yaml").write_text("task: mine\n  x: [\n"),
+    ),
+    "short_arc": lambda sb, res: (
+        (sb / "zd" / "zeroshot").mkdir(parents=True),
+        (sb / "zd" / "zeroshot" / "arc_easy.jsonl").write_text(
+            '{"query": "Question: q", "choices": ["a"], "gold": 0}\n'
+        ),
+    ),
 }
 
 
@@ -432,8 +442,17 @@ CASES: list[Case] = [
       "is not a directory", setup=("model", "afile")),
     c("evaluate-json-read-only-dir", "evaluate model --json ro/results.json", "--json in a read-only directory", USAGE,
       "is not writable", setup=("model", "readonly"), needs_non_root=True),
-    c("evaluate-unknown-task", "evaluate model --tasks mmlu --ppl none", "zero-shot task that is not supported", USAGE,
-      "'mmlu' is not supported", setup=M),
+    c("evaluate-unknown-task", "evaluate model --tasks nosuchtask --ppl none", "zero-shot task that is not supported",
+      USAGE, "'nosuchtask' is not supported", setup=M),
+    c("evaluate-task-yaml-malformed", "evaluate model --tasks mine --ppl none --include-path tasks",
+      "a malformed task YAML under --include-path", USAGE, "under --include-path is malformed",
+      setup=("model", "bad_task_yaml")),
+    c("evaluate-task-data-offline", "evaluate model --tasks arc_challenge --ppl none --limit 2 --data-dir data",
+      "an lm-eval task whose data is only on the Hub, offline", USAGE, "needs the dataset allenai/ai2_arc",
+      setup=("model", "data")),
+    c("evaluate-task-file-wrong-shape", "evaluate model --tasks arc_easy --ppl none --data-dir zd",
+      "a one-row file in place of arc_easy.jsonl", USAGE, "has 1 rows, not the upstream 2376",
+      setup=("model", "short_arc")),
     c("evaluate-unknown-corpus", "evaluate model --ppl nope --tasks none", "unknown perplexity corpus", USAGE,
       "Unknown corpus 'nope'", setup=M),
     c("evaluate-corpus-file-missing", "evaluate model --ppl missing.txt --tasks none", "perplexity file does not exist",
@@ -550,6 +569,8 @@ CASES: list[Case] = [
       "variants: the list is empty", setup=("model", "plan_empty_variants")),
     c("publish-plan-typo", "publish --config typo.yaml --dry-run", "misspelt field (ratoi)", USAGE,
       "did you mean 'ratio'", setup=("model", "plan_typo")),
+    c("publish-unknown-task", "publish model --repo-id me/x --dry-run --tasks nosuchtask",
+      "an unknown zero-shot task, caught before pruning", USAGE, "'nosuchtask' is not supported", setup=M),
     c("publish-plan-list", "publish --config list.yaml --dry-run", "a plan that is a YAML list", USAGE,
       "must be a mapping", setup=("plan_list",)),
     c("publish-plan-same-repo", "publish --config same.yaml --dry-run", "two variants publishing to one repository",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from zhprune_hub import __version__
 from zhprune_hub.errors import ZhpruneError
@@ -36,11 +36,24 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class LanguageRow(_Frozen):
+    """One language of the language rule's measurement, as the card shows it."""
+
+    language: str
+    corpus: str
+    model_bits_per_byte: float
+    compressor_bits_per_byte: float
+    normalised: float
+    competent: bool
+
+
 class CalibrationContext(_Frozen):
     name: str
     sources: list[str]
     language: str
     reason: str
+    languages: list[str] = Field(default_factory=list)
+    language_rows: list[LanguageRow] = Field(default_factory=list)
     num_samples: int
     seq_len: int
     seed: int
@@ -58,6 +71,8 @@ class ProtocolContext(_Frozen):
     tasks: list[str]
     limit: int | None
     task_source: str | None
+    #: `task sha256…` of every zero-shot data set read from local files (paths are never shown).
+    task_digests: list[str] = Field(default_factory=list)
     lm_eval_version: str | None
 
 
@@ -205,15 +220,32 @@ def _calibration(report: dict[str, Any]) -> CalibrationContext | None:
     if not cal:
         return None
     decision = cal.get("language_decision") or {}
-    if decision.get("reason"):
-        reason = f"`auto` picked {cal['language']} text because {decision['reason']}"
+    if decision.get("how") == "measured":
+        mix = " (an equal-weight mix)" if len(decision["languages"]) > 1 else ""
+        reason = f"`auto` calibrated on {cal['language']} text{mix} because {decision['reason']}"
+    elif decision.get("reason"):
+        reason = f"`auto` used {cal['language']} text because {decision['reason']}"
     else:
         reason = f"chosen explicitly as `{cal['spec']}` ({cal['language']} text)"
+    figures = decision.get("figures") or {}
+    rows = [
+        LanguageRow(
+            language=language,
+            corpus=figure["corpus"],
+            model_bits_per_byte=figure["model_bits_per_byte"],
+            compressor_bits_per_byte=figure["compressor_bits_per_byte"],
+            normalised=figure["normalised"],
+            competent=language in decision.get("languages", []),
+        )
+        for language, figure in figures.items()
+    ]
     return CalibrationContext(
         name=cal["name"],
         sources=[str(s) for s in cal["sources"]],
         language=cal["language"],
         reason=reason,
+        languages=list(decision.get("languages") or cal["language"].split("+")),
+        language_rows=rows,
         num_samples=cal["num_samples"],
         seq_len=cal["seq_len"],
         seed=cal["seed"],
@@ -236,6 +268,7 @@ def _protocol(results: EvaluationResults) -> ProtocolContext:
         tasks=z.tasks if z else [],
         limit=z.limit if z else None,
         task_source=z.task_source if z else None,
+        task_digests=[f"{r.task} `{r.data_sha256[:16]}`" for r in results.models[0].zeroshot if r.data_sha256],
         lm_eval_version=z.lm_eval_version if z else None,
     )
 
@@ -295,8 +328,12 @@ def build_context(
     trust_remote_code = report["layout"] == "global"
     base_card_data = base_card_data or {}
     calibration = _calibration(report)
-    language = base_card_data.get("language") or (
-        [calibration.language] if calibration and calibration.language in {"zh", "en"} else []
+    hinted = base_card_data.get("language") or []
+    hinted = [hinted] if isinstance(hinted, str) else list(hinted)
+    # The measured languages lead; the base card's list is kept after them as the hint it is.
+    measured = calibration.languages if calibration and calibration.language_rows else []
+    language = [*measured, *(code for code in hinted if code not in measured)] or (
+        list(calibration.languages) if calibration and set(calibration.languages) <= {"zh", "en"} else []
     )
     return CardContext(
         repo_id=repo_id,
@@ -347,6 +384,7 @@ def _eval_results(pruned: ModelResults) -> list[Any]:
     from huggingface_hub import EvalResult
 
     from zhprune_hub.data.registry import get_corpus
+    from zhprune_hub.evaluate.zeroshot import HUB_DATASETS
 
     out = []
     for p in pruned.perplexity:
@@ -369,11 +407,13 @@ def _eval_results(pruned: ModelResults) -> list[Any]:
         for kind, value in (("accuracy", z.acc), ("acc_norm", z.acc_norm)):
             if value is None:
                 continue
+            dataset_id, dataset_config = HUB_DATASETS.get(z.task, (z.task, None))
             out.append(
                 EvalResult(
                     task_type="multiple-choice",
                     task_name=f"{z.task} (zero-shot)",
-                    dataset_type=z.task,
+                    dataset_type=dataset_id,
+                    dataset_config=dataset_config,
                     dataset_name=f"{z.task} ({z.samples} of {z.samples_total} items)",
                     metric_type=kind,
                     metric_name=f"{kind} ({z.task})",

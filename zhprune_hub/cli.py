@@ -58,9 +58,22 @@ GgufOption = Annotated[
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
-DEFAULT_TASKS = "boolq,piqa,hellaswag,winogrande,arc_easy"
-TasksOption = Annotated[str, typer.Option("--tasks", help="Zero-shot lm-eval tasks, comma-separated, or 'none'.")]
+DEFAULT_TASKS = "auto"
+TasksOption = Annotated[
+    str,
+    typer.Option(
+        "--tasks",
+        help=(
+            "Zero-shot tasks, comma-separated (boolq, piqa, hellaswag, winogrande, arc_easy, xcopa_zh, cmmlu), "
+            "'auto' (the tasks of the model's measured languages) or 'none'."
+        ),
+    ),
+]
 LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Items per zero-shot task (quick runs).")]
+IncludePathOption = Annotated[
+    Path | None,
+    typer.Option("--include-path", help="Folder of your own lm-eval task YAMLs; their task names work in --tasks."),
+]
 MethodOption = Annotated[
     str,
     typer.Option(
@@ -331,11 +344,14 @@ def evaluate_cmd(
     ppl: Annotated[
         str | None,
         typer.Option(
-            "--ppl", help="Perplexity corpora, comma-separated, or 'none' [default: wikitext2,ptb (+c4_zh for zh)]."
+            "--ppl",
+            help="Perplexity corpora, comma-separated, or 'none' [default: wikitext2,ptb (+c4_zh for a model "
+            "measured competent in zh)].",
         ),
     ] = None,
     tasks: TasksOption = DEFAULT_TASKS,
     limit: LimitOption = None,
+    include_path: IncludePathOption = None,
     seq_len: Annotated[
         int, typer.Option("--seq-len", min=2, help="Perplexity window (capped at the model context).")
     ] = 2048,
@@ -379,6 +395,7 @@ def evaluate_cmd(
         dtype=dtype,
         trust_remote_code=trust_remote_code,
         quiet=quiet,
+        include_path=include_path,
     )
     if json_out is not None and str(json_out) == "-":
         typer.echo(results.model_dump_json(indent=2))
@@ -509,6 +526,7 @@ def publish_cmd(
     ] = None,
     tasks: TasksOption = DEFAULT_TASKS,
     limit: LimitOption = None,
+    include_path: IncludePathOption = None,
     ppl_seq_len: Annotated[int, typer.Option("--ppl-seq-len", help="Perplexity window in tokens.")] = 2048,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", help="Evaluate only this many leading tokens.")

@@ -35,6 +35,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_of_files(paths: list[Path]) -> str:
+    """One sha256 over the files' bytes concatenated in the given order (the data README's convention)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _file(path: Path, *, content: bool) -> dict[str, Any]:
     stat = path.stat()
     out: dict[str, Any] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

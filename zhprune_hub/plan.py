@@ -27,7 +27,7 @@ from zhprune_hub.pruning import PruneConfig
 _NOT_IN_PLAN = {"model", "output", "overwrite", "revision"}
 #: Fields that change where or how fast a stage runs, not what it produces: left out of the hash.
 _NOT_HASHED = {"device", "data_dir", "batch_size", "eval_batch_size", "max_shard_size"}
-DEFAULT_TASKS = ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy"]
+DEFAULT_TASKS = ["auto"]
 REPO_TEMPLATE_KEYS = ("owner", "model", "name", "ratio", "percent", "calib", "lang", "method", "layout")
 
 _Frozen = ConfigDict(frozen=True, extra="forbid")
@@ -59,10 +59,17 @@ class EvalSettings(BaseModel):
     model_config = _Frozen
 
     ppl: list[str] | None = Field(
-        default=None, description="Perplexity corpora; null = wikitext2, ptb (+ c4_zh for zh models); [] = none."
+        default=None,
+        description="Perplexity corpora; null = wikitext2, ptb (+ c4_zh for zh-competent models); [] = none.",
     )
-    tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_TASKS), description="Zero-shot tasks; [] = none.")
+    tasks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TASKS),
+        description="Zero-shot tasks; [auto] = those of the model's measured languages; [] = none.",
+    )
     limit: int | None = Field(default=None, ge=1, description="Items per zero-shot task; null = full splits.")
+    include_path: Path | None = Field(
+        default=None, description="Folder of the user's own lm-eval task YAMLs (lm-eval's include path)."
+    )
     ppl_seq_len: int = Field(default=2048, ge=2, description="Perplexity window in tokens.")
     max_tokens: int | None = Field(default=None, ge=2, description="Evaluate only this many leading tokens.")
     eval_batch_size: int | Literal["auto"] = Field(default="auto", description="Windows/requests per forward.")
@@ -379,18 +386,6 @@ def select_variant(variants: list[Variant], variant_id: str, *, where: str = "th
     raise PlanError(f"{where} has no variant with id {variant_id!r}; its variants are: {known}.")
 
 
-def calibration_language(calibration: str, language: str | None) -> str:
-    """zh/en when known before pruning (declared, or a registered corpus), else `auto`."""
-    if language:
-        return language
-    try:
-        from zhprune_hub.data.registry import get_corpus
-
-        return get_corpus(calibration).language
-    except Exception:
-        return "auto"
-
-
 def _slug(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-.") or "x"
 
@@ -403,6 +398,8 @@ def render_repo_id(
     Raises:
         PlanError: unknown placeholder, {owner} without an owner, or an invalid result.
     """
+    from zhprune_hub.data.language import spec_language
+
     base_name = Path(model.rstrip("/")).name
     fields = {
         "owner": owner,
@@ -411,7 +408,7 @@ def render_repo_id(
         "ratio": f"{prune.ratio:g}",
         "percent": f"{round(prune.ratio * 100):d}",
         "calib": _slug(prune.calibration.replace(",", "+").replace(":", "")),
-        "lang": calibration_language(prune.calibration, prune.language),
+        "lang": spec_language(prune.calibration, prune.language).replace("+", "-"),
         "method": prune.method,
         "layout": prune.layout,
     }

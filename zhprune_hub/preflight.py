@@ -361,8 +361,9 @@ def check_work_dir(work_dir: Path) -> None:
 def publish_preflight(variants: list[Any], *, work_dir: Path) -> None:
     """What `publish` can check for every variant before the first one starts.
 
-    Repo ids were validated when the plan was resolved; here: the work directory, and for local
-    models the family and calibration window (Hub models are checked right after their pull).
+    Repo ids were validated when the plan was resolved; here: the work directory, the zero-shot task
+    names (before hours of pruning), and for local models the family and calibration window (Hub
+    models are checked right after their pull).
 
     Raises:
         ZhpruneError: the first problem found, naming the variant.
@@ -379,6 +380,10 @@ def publish_preflight(variants: list[Any], *, work_dir: Path) -> None:
             resolve_data_dir(prune.data_dir)
             parse_spec(prune.calibration)
             check_device(prune.device)
+            if variant.evaluate.tasks:
+                from zhprune_hub.evaluate.zeroshot import validate_tasks
+
+                validate_tasks(list(variant.evaluate.tasks), variant.evaluate.include_path)
             if Path(variant.model).expanduser().exists():
                 source = resolve_source(variant.model, revision=variant.model_revision, gguf_file=prune.gguf_file)
                 check_model(source, seq_len=prune.seq_len)

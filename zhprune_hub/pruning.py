@@ -254,6 +254,8 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
             f"calibration: {calibration.name} ({calibration.language}), {calibration.num_samples} windows × "
             f"{calibration.seq_len} tokens, seed {calibration.seed}"
         )
+        if calibration.language_decision is not None:
+            log(f"calibration languages: {calibration.language_decision.reason}")
 
     settings = EngineSettings(
         method=config.method,

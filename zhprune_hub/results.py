@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -47,10 +47,20 @@ class PerplexityResult(_Frozen):
     tokens_per_second: float = Field(description="tokens_evaluated / seconds.")
 
 
+class ZeroShotSubtask(_Frozen):
+    """One leaf of a task group, e.g. one CMMLU subject."""
+
+    task: str
+    acc: float
+    acc_stderr: float | None
+    acc_norm: float | None = None
+    samples: int
+
+
 class ZeroShotResult(_Frozen):
     """One lm-eval multiple-choice task, zero-shot."""
 
-    task: str = Field(description="Standard task name: boolq, piqa, hellaswag, winogrande, arc_easy.")
+    task: str = Field(description="Task name: boolq, piqa, hellaswag, winogrande, arc_easy, xcopa_zh, cmmlu.")
     acc: float
     acc_stderr: float | None
     acc_norm: float | None = Field(default=None, description="Length-normalised accuracy; null where lm-eval has none.")
@@ -60,6 +70,14 @@ class ZeroShotResult(_Frozen):
     source: Literal["hub", "local"] = Field(description="hub: lm-eval's own task; local: generated from data files.")
     data_source: str = Field(description="Hub dataset id or local file the items came from.")
     seconds: float
+    data_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the local data file(s) scored; several files: bytes concatenated in path order.",
+    )
+    subtasks: list[ZeroShotSubtask] | None = Field(
+        default=None,
+        description="Per-leaf results of a group (cmmlu: one per subject); acc is their size-weighted mean.",
+    )
 
 
 class ZeroShotMean(_Frozen):
@@ -97,6 +115,10 @@ class ModelResults(_Frozen):
     zeroshot: list[ZeroShotResult] = Field(default_factory=list)
     zeroshot_mean: ZeroShotMean | None = None
     timings: Timings = Field(default_factory=Timings)
+    languages: dict[str, Any] | None = Field(
+        default=None,
+        description="The language rule's decision that picked the default corpora/tasks (zhprune_hub.data.language).",
+    )
 
     def metrics(self) -> dict[str, Metric]:
         """Every scalar metric under a stable key (`ppl/wikitext2`, `acc/piqa`, `acc_norm/mean`, ...)."""

@@ -145,15 +145,8 @@ def _calibration_sources(report: dict[str, Any], data_dir: Path | None) -> list[
     """Every text the prune stage read: the calibration windows and, for `auto`, the language samples."""
     calibration = report.get("calibration") or {}
     sources = [str(s) for s in calibration.get("sources", [])]
-    if (calibration.get("language_decision") or {}).get("bits_per_byte"):
-        from zhprune_hub.data.language import SAMPLE_CORPUS
-        from zhprune_hub.data.registry import get_corpus
-        from zhprune_hub.data.sources import local_path
-
-        for name in SAMPLE_CORPUS.values():
-            spec = get_corpus(name).evaluation
-            path = local_path(spec, data_dir)
-            sources.append(str(path) if path is not None else spec.hub.describe())
+    figures = (calibration.get("language_decision") or {}).get("figures") or {}
+    sources += [str(figure["source"]) for figure in figures.values() if figure["source"] not in sources]
     return sources
 
 
@@ -195,7 +188,20 @@ def _verify(run: StageRun) -> StageResult:
 # --- evaluate -------------------------------------------------------------------------------------------
 
 
-def _measure(run: StageRun, label: str, source: Any, *, ppl: list[str] | None) -> Any:
+def _prune_languages(run: StageRun) -> list[str] | None:
+    """The languages the prune stage's language rule measured on the base, if it ran (calibration `auto`)."""
+    from zhprune_hub.pruning import read_report
+
+    prune = run.outputs.get("prune") or {}
+    if not prune.get("model_dir"):
+        return None
+    decision = (read_report(Path(prune["model_dir"])).get("calibration") or {}).get("language_decision") or {}
+    return list(decision["languages"]) if decision.get("how") == "measured" else None
+
+
+def _measure(
+    run: StageRun, label: str, source: Any, *, ppl: list[str] | None, tasks: list[str], languages: list[str] | None
+) -> Any:
     """Evaluate one model under the variant's protocol, loaded on its own and freed afterwards."""
     import gc
 
@@ -208,9 +214,10 @@ def _measure(run: StageRun, label: str, source: Any, *, ppl: list[str] | None) -
     model, tokenizer = load_model(source, device=v.prune.device, dtype=v.prune.dtype)
     load_s = time.perf_counter() - started
     result = evaluate_model(
-        model, tokenizer, model_id=label, ppl=ppl, tasks=ev.tasks, limit=ev.limit, seq_len=ev.ppl_seq_len,
+        model, tokenizer, model_id=label, ppl=ppl, tasks=tasks, limit=ev.limit, seq_len=ev.ppl_seq_len,
         max_tokens=ev.max_tokens, batch_size=ev.eval_batch_size, data_dir=v.prune.data_dir,
-        revision=source.revision, commit=source.commit, notify=run.reporter.log,
+        revision=source.revision, commit=source.commit, notify=run.reporter.log, languages=languages,
+        include_path=ev.include_path,
     )  # fmt: skip
     remote = source.gguf_file is None and needs_remote_code(source.local_dir)
     timings = result.timings.model_copy(update={"load_s": load_s, "total_s": result.timings.total_s + load_s})
@@ -246,7 +253,10 @@ def base_results(run: StageRun) -> tuple[Any, str, Path]:
         run.reporter.log(f"base results {why}: the base model is not evaluated again")
         return found.model_copy(update={"model_id": pulled["public_name"]}), "reused", store.path(key)
     run.reporter.log(f"base results: {why}, so the base model is evaluated now")
-    measured = _measure(run, pulled["public_name"], _base_source(run), ppl=v.evaluate.ppl)
+    measured = _measure(
+        run, pulled["public_name"], _base_source(run), ppl=v.evaluate.ppl, tasks=v.evaluate.tasks,
+        languages=_prune_languages(run),
+    )  # fmt: skip
     path = store.store(key, measured, fingerprint_sources(_sources(measured)))
     run.reporter.log(f"base results computed and stored in {path}")
     return measured, "computed", path
@@ -264,7 +274,11 @@ def _evaluate(run: StageRun) -> StageResult:
     v, ev = run.variant, run.variant.evaluate
     base, how, base_path = base_results(run)
     pruned_source = ModelSource(reference=v.repo_id, local_dir=Path(run.outputs["prune"]["model_dir"]))
-    pruned = _measure(run, v.repo_id, pruned_source, ppl=[p.dataset for p in base.perplexity])
+    # The pruned model is measured on exactly the base's texts and tasks (never re-decided).
+    pruned = _measure(
+        run, v.repo_id, pruned_source, ppl=[p.dataset for p in base.perplexity],
+        tasks=[z.task for z in base.zeroshot], languages=None,
+    )  # fmt: skip
     protocol = build_protocol(
         base, ppl=[p.dataset for p in base.perplexity], tasks=[z.task for z in base.zeroshot], limit=ev.limit,
         seq_len=ev.ppl_seq_len, max_tokens=ev.max_tokens, batch_size=ev.eval_batch_size,

@@ -143,8 +143,8 @@ def test_metadata_round_trips_through_modelcard(results):
     assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
     assert "base_model_relation" not in data
     values = {(r.dataset_type, r.metric_type): r.metric_value for r in parsed.data.eval_results}
-    assert values == {("Salesforce/wikitext", "perplexity"): 15.3, ("piqa", "accuracy"): 0.55,
-                      ("piqa", "acc_norm"): 0.7}  # fmt: skip
+    assert values == {("Salesforce/wikitext", "perplexity"): 15.3, ("ybisk/piqa", "accuracy"): 0.55,
+                      ("ybisk/piqa", "acc_norm"): 0.7}  # fmt: skip
     assert parsed.data.model_name == "base-pruned-20-zh"
 
 
@@ -172,6 +172,48 @@ def test_body_fragments_uniform_layout_without_calibration(results):
     assert "No calibration data: the `taylor` method scores weights without data." in text
     assert "License: `mit`, inherited from the base model." in text
     assert "datasets" not in ModelCard(text).data.to_dict()
+
+
+def _measured_report() -> dict:
+    report = _report()
+    figure = {"source": "/data/x", "bytes": 8000, "tokens": 2000}
+    report["calibration"].update(
+        spec="auto", name="wikitext_zh:0.5,c4:0.5", language="zh+en", weights={"wikitext_zh": 0.5, "c4": 0.5},
+        language_decision={
+            "languages": ["zh", "en"], "how": "measured", "reason": "measured: zh 0.419; en 0.427",
+            "figures": {
+                "zh": {**figure, "corpus": "wikitext_zh", "model_bits_per_byte": 1.74, "compressor_bits_per_byte": 4.155,
+                       "normalised": 0.419},
+                "en": {**figure, "corpus": "wikitext2", "model_bits_per_byte": 1.298, "compressor_bits_per_byte": 3.039,
+                       "normalised": 0.427},
+            },
+            "margin": 0.25, "compressor": "bz2", "card_languages": ["en", "fr"], "card_hint": ["en"],
+        },
+    )  # fmt: skip
+    return report
+
+
+def test_card_shows_the_language_rule_and_hub_dataset_ids(results):
+    xcopa = ZeroShotResult(
+        task="xcopa_zh", acc=0.6, acc_stderr=0.02, samples=500, samples_total=500, source="local",
+        data_source="/data/zeroshot/xcopa_zh/test.zh.jsonl", seconds=1.0,
+    )  # fmt: skip
+    pruned = results.models[1].model_copy(update={"zeroshot": [*results.models[1].zeroshot, xcopa]})
+    piqa = results.models[0].zeroshot[0].model_copy(update={"data_sha256": "d2870e73aec5154d" + "0" * 48})
+    base = results.models[0].model_copy(update={"zeroshot": [piqa]})
+    results = results.model_copy(update={"models": [base, pruned]})
+    _, card = _render(results, _measured_report(), language=["en", "fr"])
+    text = str(card)
+    assert "`auto` calibrated on zh+en text (an equal-weight mix) because measured: zh 0.419; en 0.427" in text
+    assert "| zh | wikitext_zh | 1.740 | 4.155 | 0.419 | yes |" in text
+    assert "| en | wikitext2 | 1.298 | 3.039 | 0.427 | yes |" in text
+    assert "Local data (sha256, first 16 hex digits): piqa `d2870e73aec5154d`." in text
+    data = ModelCard(text).data
+    assert data.language == ["zh", "en", "fr"]  # measured languages first, the base card's list kept as a hint
+    xcopa_rows = [r for r in data.eval_results if r.task_name == "xcopa_zh (zero-shot)"]
+    assert [(r.dataset_type, r.dataset_config, r.metric_value) for r in xcopa_rows] == [
+        ("cambridgeltl/xcopa", "zh", 0.6)
+    ]
 
 
 def test_template_is_strict(results, tmp_path):

@@ -70,8 +70,8 @@ def test_local_prompts_match_lm_eval_defaults(shared_data: Path) -> None:
 
 
 def test_unknown_task_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(EvaluationError, match="'mmlu' is not supported; choose from boolq"):
-        zeroshot.validate_tasks(["piqa", "mmlu"])
+    with pytest.raises(EvaluationError, match="'nosuchtask' is not supported; choose from boolq"):
+        zeroshot.validate_tasks(["piqa", "nosuchtask"])
     with pytest.raises(EvaluationError, match=r"needs .*piqa\.jsonl, which is missing"):
         zeroshot.local_task_config("piqa", tmp_path)
 

@@ -11,7 +11,7 @@ from zhprune_hub.data.corpora import (
     evaluation_text,
     list_datasets,
 )
-from zhprune_hub.data.language import LanguageDecision, decide_language
+from zhprune_hub.data.language import LanguageDecision, decide_languages
 from zhprune_hub.data.registry import CORPORA, Corpus, get_corpus, known_names
 from zhprune_hub.data.sampling import CalibrationSet
 from zhprune_hub.data.sources import resolve_data_dir
@@ -23,7 +23,7 @@ __all__ = [
     "EvalText",
     "LanguageDecision",
     "calibration_windows",
-    "decide_language",
+    "decide_languages",
     "default_eval_names",
     "evaluation_text",
     "get_corpus",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zhprune_hub.data.language import LanguageDecision, decide_language, detect_text_language
+from zhprune_hub.data.language import LanguageDecision, calibration_parts, decide_languages, given, text_language
 from zhprune_hub.data.registry import (
     AUTO,
     AUTO_CHOICE,
@@ -16,7 +16,6 @@ from zhprune_hub.data.registry import (
     Language,
     SpecPart,
     SplitSpec,
-    get_corpus,
     parse_spec,
 )
 from zhprune_hub.data.sampling import CalibrationSet, check_shape, cut_windows, split_counts, token_hash
@@ -62,13 +61,16 @@ def calibration_windows(
     language: str | None = None,
     model: Any = None,
     model_card_languages: list[str] | None = None,
+    decision: LanguageDecision | None = None,
 ) -> CalibrationSet:
     """Seeded calibration windows for `spec`: a name, alias, file path, mix (`a:0.7,b:0.3`) or `auto`.
 
     Args:
         language: for `auto`, forces the language; for a file, declares its language (else it is
             detected); for a single registered name it must agree with the corpus.
-        model, model_card_languages: used by `auto` to decide the model's language.
+        model, model_card_languages: used by `auto` to measure the model's languages (the card's
+            list is recorded as a hint); a bilingual model calibrates on an equal-weight mix.
+        decision: for `auto`, a language decision already made (e.g. by `evaluate`), reused as is.
 
     Raises:
         DataError: unknown name, missing or malformed file, text unavailable here and on the Hub,
@@ -78,20 +80,19 @@ def calibration_windows(
     declared = _check_language(language)
     data_dir = resolve_data_dir(data_dir)
     parts = parse_spec(spec)
-    decision: LanguageDecision | None = None
     if parts is None:
-        if declared is not None:
-            decision = LanguageDecision(language=declared, reason=f"language {declared!r} was given explicitly")
-        else:
-            decision = decide_language(model, tokenizer, card_languages=model_card_languages, data_dir=data_dir)
-        parts = [SpecPart(get_corpus(AUTO_CHOICE[decision.language]), None, 1.0)]
-    elif declared is not None and len(parts) == 1 and parts[0].corpus is not None:
-        corpus = parts[0].corpus
-        if corpus.language != declared:
-            raise DataError(
-                f"Corpus {corpus.name!r} is {corpus.language} text but language {declared!r} was given; "
-                f"choose a {declared} corpus (e.g. {AUTO_CHOICE[declared]!r}) or drop the language."
+        if decision is None and declared is not None:
+            decision = given(
+                [declared], f"language {declared!r} was given explicitly", card_languages=model_card_languages
             )
+        elif decision is None:
+            decision = decide_languages(model, tokenizer, card_languages=model_card_languages, data_dir=data_dir)
+        parts = parse_spec(calibration_parts(decision.languages))
+        assert parts is not None
+    else:
+        decision = None
+        if declared is not None and len(parts) == 1 and parts[0].corpus is not None:
+            _check_agrees(parts[0].corpus, declared)
 
     counts = split_counts([part.weight for part in parts], num_samples)
     blocks = []
@@ -145,6 +146,14 @@ def calibration_windows(
     )
 
 
+def _check_agrees(corpus: Corpus, declared: Language) -> None:
+    if corpus.language != declared:
+        raise DataError(
+            f"Corpus {corpus.name!r} is {corpus.language} text but language {declared!r} was given; "
+            f"choose a {declared} corpus (e.g. {AUTO_CHOICE[declared]!r}) or drop the language."
+        )
+
+
 def _calibration_documents(part: SpecPart, declared: Language | None, data_dir: Path | None) -> tuple[Documents, str]:
     if part.corpus is not None:
         return read_split(part.corpus, "calibration", data_dir), part.corpus.language
@@ -152,7 +161,7 @@ def _calibration_documents(part: SpecPart, declared: Language | None, data_dir: 
     documents = read_user_file(part.path)
     if not documents:
         raise DataError(f"Corpus file {str(part.path)!r} holds no text; give a file with at least one document.")
-    language = declared or detect_text_language(documents)[0]
+    language = declared or text_language(documents)[0]
     return Documents(documents=documents, source=str(part.path), joiner="\n\n"), language
 
 
@@ -178,17 +187,24 @@ def evaluation_text(name: str, *, data_dir: Path | None = None) -> EvalText:
         assert part.path is not None
         rows = read_user_file(part.path)
         text, source = "\n\n".join(rows), str(part.path)
-        language = detect_text_language(rows)[0]
+        language = text_language(rows)[0]
     if not text.strip():
         raise DataError(f"The evaluation text of {name!r} ({source}) is empty; give a file with text in it.")
     return EvalText(name=part.label, text=text, source=source, language=language)
 
 
-def default_eval_names(language: str) -> list[str]:
-    """Perplexity corpora reported by default for a model of this language."""
-    checked = _check_language(language)
-    assert checked is not None
-    return list(_DEFAULT_EVAL[checked])
+def default_eval_names(languages: str | list[str]) -> list[str]:
+    """Perplexity corpora reported by default for a model competent in these languages (`zh+en` or a list).
+
+    English corpora are always reported (the common reference); a Chinese-competent model adds c4_zh.
+    """
+    items = languages.split("+") if isinstance(languages, str) else list(languages)
+    names: list[str] = []
+    for item in items:
+        checked = _check_language(item)
+        assert checked is not None
+        names += [name for name in _DEFAULT_EVAL[checked] if name not in names]
+    return names
 
 
 def _where(spec: SplitSpec | None, data_dir: Path | None) -> dict[str, Any] | None:
@@ -221,10 +237,14 @@ def list_datasets(data_dir: Path | None) -> list[dict[str, Any]]:
             "language": "per model",
             "purposes": ["calibration"],
             "description": (
-                "Default for calibration: the model card's language, else the lower measured bits/byte, "
-                f"picks {AUTO_CHOICE['zh']!r} (zh) or {AUTO_CHOICE['en']!r} (en)."
+                "Default for calibration: the languages the model is measured competent in (bits per byte "
+                f"against bz2 on held-out text) pick {AUTO_CHOICE['zh']!r} (zh), {AUTO_CHOICE['en']!r} (en) "
+                "or an equal mix of both."
             ),
-            "resolves_to": f"{AUTO_CHOICE['zh']} (zh) or {AUTO_CHOICE['en']} (en), per model",
+            "resolves_to": (
+                f"{AUTO_CHOICE['zh']} (zh), {AUTO_CHOICE['en']} (en) or "
+                f"{AUTO_CHOICE['zh']}:0.5,{AUTO_CHOICE['en']}:0.5 (both), per model"
+            ),
             "calibration": None,
             "evaluation": None,
         }

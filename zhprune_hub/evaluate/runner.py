@@ -6,6 +6,7 @@ import gc
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from zhprune_hub.results import (
     ZeroShotMean,
     ZeroShotProtocol,
     ZeroShotResult,
+    ZeroShotSubtask,
 )
 
-_ZH_PROBE = "中华人民共和国位于亚洲东部，太平洋西岸，是世界上人口最多的国家之一。"
 Notify = Callable[[str], None]
 
 
@@ -48,23 +49,46 @@ def _eval_text(name: str, data_dir: Path | None) -> Any:
     return evaluation_text(name, data_dir=data_dir)
 
 
-def model_language(tokenizer: Any) -> str:
-    """`zh` when the tokenizer writes Chinese compactly (a Chinese-trained vocabulary), else `en`.
+def decide_languages(model: Any, tokenizer: Any, data_dir: Path | None) -> Any:
+    """The one language rule (zhprune_hub.data.language) on the model in memory."""
+    from zhprune_hub.data.language import decide_languages as decide
 
-    Byte-level vocabularies without Chinese merges need 2-3 tokens per character; Chinese models
-    need well under one.
+    return decide(model, tokenizer, data_dir=data_dir)
+
+
+def default_ppl_names(languages: str | list[str]) -> list[str]:
+    """`wikitext2, ptb`, plus `c4_zh` for a model competent in Chinese."""
+    from zhprune_hub.data import default_eval_names
+
+    return list(default_eval_names(languages))
+
+
+def resolve_defaults(
+    model: Any,
+    tokenizer: Any,
+    *,
+    ppl: list[str] | None,
+    tasks: list[str] | None,
+    data_dir: Path | None,
+    languages: list[str] | None = None,
+    include_path: Path | None = None,
+) -> tuple[list[str], list[str], dict[str, Any] | None]:
+    """Perplexity corpora and tasks, with the defaults (`None`, `auto`) filled by the model's languages.
+
+    The model is measured only when a default needs it and `languages` is not given.
     """
-    ids = tokenizer(_ZH_PROBE, add_special_tokens=False)["input_ids"]
-    return "zh" if len(ids) / len(_ZH_PROBE) < 1.0 else "en"
-
-
-def default_ppl_names(language: str) -> list[str]:
-    """`wikitext2, ptb`, plus `c4_zh` for Chinese models."""
-    try:
-        from zhprune_hub.data import default_eval_names
-    except ImportError:
-        return ["wikitext2", "ptb", *(["c4_zh"] if language == "zh" else [])]
-    return list(default_eval_names(language))
+    task_list = list(zeroshot.STANDARD_TASKS) if tasks is None else zeroshot.validate_tasks(tasks, include_path)
+    needs = ppl is None or task_list == [zeroshot.AUTO]
+    record: dict[str, Any] | None = None
+    if needs and languages is None:
+        decision = decide_languages(model, tokenizer, data_dir)
+        languages, record = list(decision.languages), asdict(decision)
+    elif needs:
+        record = {"languages": list(languages), "how": "given"}
+    names = default_ppl_names(languages or ["en"]) if ppl is None else ppl
+    if task_list == [zeroshot.AUTO]:
+        task_list = zeroshot.auto_tasks(languages or ["en"])
+    return names, task_list, record
 
 
 def parse_names(value: str | None) -> list[str] | None:
@@ -207,12 +231,18 @@ def evaluate_model(
     task_source: str | None = None,
     quiet: bool = True,
     notify: Notify | None = None,
+    languages: list[str] | None = None,
+    include_path: Path | None = None,
 ) -> ModelResults:
     """Perplexity and zero-shot accuracy of a model already in memory.
 
     Args:
-        ppl: corpus names; None = `wikitext2, ptb` (+ `c4_zh` for a Chinese tokenizer); [] = skip.
-        tasks: zero-shot task names; None = boolq, piqa, hellaswag, winogrande, arc_easy; [] = skip.
+        ppl: corpus names; None = `wikitext2, ptb` (+ `c4_zh` for a model competent in Chinese); [] = skip.
+        tasks: zero-shot task names; None = boolq, piqa, hellaswag, winogrande, arc_easy; ["auto"] = the
+            task sets of the model's competent languages (xcopa_zh, cmmlu for zh); [] = skip.
+        languages: the model's languages when already decided (e.g. by the prune stage); None measures
+            the model when a default needs them.
+        include_path: a folder of the user's lm-eval task YAMLs (lm-eval's `--include_path`).
         limit: items per zero-shot task (None = full splits).
         seq_len / max_tokens: perplexity window and evaluated prefix.
         batch_size: "auto" or windows/requests per forward.
@@ -229,8 +259,11 @@ def evaluate_model(
         model.to(device)
     model.eval()
     data_path = _data_dir(data_dir)
-    names = default_ppl_names(model_language(tokenizer)) if ppl is None else ppl
-    task_names = list(zeroshot.STANDARD_TASKS) if tasks is None else zeroshot.validate_tasks(tasks)
+    names, task_names, language_record = resolve_defaults(
+        model, tokenizer, ppl=ppl, tasks=tasks, data_dir=data_path, languages=languages, include_path=include_path
+    )
+    if language_record is not None and language_record.get("reason"):
+        notify(f"languages of {model_id}: {language_record['reason']}")
     if limit is not None and limit < 1:
         raise EvaluationError(f"--limit {limit} must be a positive number of items per task, or left out.")
     batch_size = parse_batch_size(batch_size)
@@ -257,7 +290,9 @@ def evaluate_model(
         lm = zeroshot.make_lm(model, tokenizer, batch_size=batch_size, quiet=quiet)
         for task in task_names:
             notify(f"zero-shot {task} · {model_id} ({source} task, limit {limit})")
-            out = zeroshot.run_task(lm, task, source=source, data_dir=data_path, limit=limit, quiet=quiet)
+            out = zeroshot.run_task(
+                lm, task, source=source, data_dir=data_path, limit=limit, quiet=quiet, include_path=include_path
+            )
             zs_results.append(
                 ZeroShotResult(
                     task=out.task,
@@ -267,9 +302,11 @@ def evaluate_model(
                     acc_norm_stderr=out.acc_norm_stderr,
                     samples=out.samples,
                     samples_total=out.samples_total,
-                    source=source,
+                    source=out.source,
                     data_source=out.data_source,
+                    data_sha256=out.data_sha256,
                     seconds=out.seconds,
+                    subtasks=[ZeroShotSubtask(**asdict(sub)) for sub in out.subtasks] or None,
                 )
             )
     zs_seconds = time.perf_counter() - started
@@ -289,6 +326,7 @@ def evaluate_model(
         zeroshot=zs_results,
         zeroshot_mean=_mean(zs_results),
         timings=Timings(perplexity_s=ppl_seconds, zeroshot_s=zs_seconds, total_s=time.perf_counter() - total_started),
+        languages=language_record,
     )
 
 
@@ -310,6 +348,7 @@ def evaluate_models(
     trust_remote_code: bool | None = None,
     quiet: bool = True,
     notify: Notify | None = None,
+    include_path: Path | None = None,
 ) -> EvaluationResults:
     """Load each model (Hub id, local dir, or pruned checkpoint of either layout), evaluate, compare.
 
@@ -325,7 +364,7 @@ def evaluate_models(
     # Fail before loading anything when the zero-shot data cannot be reached.
     data_path = _data_dir(data_dir)
     if tasks is not None:
-        zeroshot.validate_tasks(tasks)
+        zeroshot.validate_tasks(tasks, include_path)
     task_source = zeroshot.choose_task_source(data_path) if tasks != [] else None
     if quiet:
         from transformers.utils import logging as hf_logging
@@ -347,8 +386,12 @@ def evaluate_models(
         started = time.perf_counter()
         model, tokenizer = load_model(source, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         load_s = time.perf_counter() - started
-        if ppl is None:
-            ppl = default_ppl_names(model_language(tokenizer))
+        # The reference decides the defaults; every later model is measured on the same texts and tasks.
+        ppl, tasks, record = resolve_defaults(
+            model, tokenizer, ppl=ppl, tasks=tasks, data_dir=data_path, include_path=include_path
+        )
+        if record is not None:
+            notify(f"languages of {reference}: {record['reason']}")
         result = evaluate_model(
             model,
             tokenizer,
@@ -365,11 +408,13 @@ def evaluate_models(
             task_source=task_source,
             quiet=quiet,
             notify=notify,
+            include_path=include_path,
         )
         timings = result.timings.model_copy(update={"load_s": load_s, "total_s": result.timings.total_s + load_s})
-        results.append(
-            result.model_copy(update={"timings": timings, "trust_remote_code": remote or result.trust_remote_code})
-        )
+        update = {"timings": timings, "trust_remote_code": remote or result.trust_remote_code}
+        if record is not None:
+            update["languages"] = record
+        results.append(result.model_copy(update=update))
         del model, tokenizer
         gc.collect()
         _empty_cache()
