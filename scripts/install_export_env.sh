@@ -19,5 +19,10 @@ python3 -m venv "${fresh[@]}" "$env_dir"
 # and downloads a multi-GB CUDA build.
 "$env_dir/bin/python" -m pip install --quiet -c constraints-export.txt torch
 "$env_dir/bin/python" -m pip install --quiet -c constraints-export.txt "optimum-intel[openvino]" optimum transformers nncf
+# optimum-intel requires torchvision, but only its vision-language models import it, and the torchvision
+# wheels on PyPI are CUDA builds: beside the CPU torch they fail to load ("operator torchvision::nms does
+# not exist"), and transformers then cannot import PreTrainedModel at all. Without torchvision,
+# transformers simply skips its vision helpers.
+"$env_dir/bin/python" -m pip uninstall --quiet --yes torchvision
 "$env_dir/bin/python" -c "import optimum.intel, openvino, nncf; print('export environment ready:', '$env_dir/bin/python')"
 echo "set ZHPRUNE_EXPORT_PYTHON=$env_dir/bin/python"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.tiny_models import TEXT, make_tiny_checkpoint
-from zhprune_hub.errors import ExportError
+from zhprune_hub.errors import ExportError, OutputError
 from zhprune_hub.export import ExportConfig, export_checkpoint
 from zhprune_hub.export.environment import ENV_VAR
 from zhprune_hub.export.exporter import RESULT_NAME
@@ -83,7 +83,7 @@ def test_default_output_and_overwrite(pruned: Path, text_file: Path) -> None:
     config = _config(pruned, text_file, weights="int8")
     outcome = export_checkpoint(config, log=lambda m: None)
     assert outcome.output == pruned / "openvino"
-    with pytest.raises(ExportError, match="already exists and is not empty; pass --overwrite"):
+    with pytest.raises(OutputError, match="already exists and is not empty; pass --overwrite"):
         export_checkpoint(config, log=lambda m: None)
     again = export_checkpoint(config.model_copy(update={"overwrite": True}), log=lambda m: None)
     assert (again.output / RESULT_NAME).is_file()

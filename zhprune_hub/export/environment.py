@@ -29,6 +29,9 @@ PROBE_TIMEOUT_S = 300
 _PROBE = """
 import importlib.metadata as m, json
 import optimum.intel, openvino, nncf, transformers, torch
+# lazy modules: import what the worker uses, so a broken install fails here and not mid-export
+from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
+from transformers import PreTrainedModel
 names = ("optimum-intel", "optimum", "openvino", "nncf", "transformers", "torch", "huggingface-hub")
 print(json.dumps({n: m.version(n) for n in names}))
 """
