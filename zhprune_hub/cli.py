@@ -564,6 +564,17 @@ def publish_cmd(
     eval_batch_size: Annotated[
         str, typer.Option("--eval-batch-size", help="auto or windows/requests per pass.")
     ] = "auto",
+    export: Annotated[
+        str | None,
+        typer.Option(
+            "--export",
+            help="Also publish an OpenVINO export (fp16, int8 or int4) in openvino/; needs $ZHPRUNE_EXPORT_PYTHON "
+            "and the uniform layout.",
+        ),
+    ] = None,
+    export_max_ppl_increase: Annotated[
+        float, typer.Option("--export-max-ppl-increase", help="Largest relative perplexity increase of the export.")
+    ] = 0.10,
     private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
     revision: Annotated[str | None, typer.Option("--revision", help="Target branch (created from main).")] = None,

@@ -322,6 +322,18 @@ def check_work_dir(work_dir: Path) -> None:
     check_writable_dir(probe, purpose=f"--work-dir {work_dir}")
 
 
+def _check_export_plan(variant: Any) -> None:
+    """An OpenVINO export needs the uniform layout and the export environment: known before any pruning."""
+    from zhprune_hub.export.environment import check_environment
+
+    if variant.prune.layout != "uniform":
+        raise PlanError(
+            f"export: {variant.deploy.export} needs layout: uniform (optimum-intel cannot export the "
+            f"{variant.prune.layout} layout's own modeling code); set layout: uniform or drop export."
+        )
+    check_environment()
+
+
 def publish_preflight(variants: list[Any], *, work_dir: Path) -> None:
     """What `publish` can check for every variant before the first one starts.
 
@@ -343,6 +355,8 @@ def publish_preflight(variants: list[Any], *, work_dir: Path) -> None:
             resolve_data_dir(prune.data_dir)
             parse_spec(prune.calibration)
             check_device(prune.device)
+            if variant.deploy.export:
+                _check_export_plan(variant)
             if Path(variant.model).expanduser().exists():
                 source = resolve_source(variant.model, revision=variant.model_revision, gguf_file=prune.gguf_file)
                 check_model(source, seq_len=prune.seq_len)
