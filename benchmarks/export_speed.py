@@ -201,8 +201,8 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
 def _section(results: dict[str, Any], label: str) -> str:
     """One model's table: every runtime and weight format of base and pruned."""
 
-    def record(**parts: str) -> dict[str, Any]:
-        found = results.get(config_key(model=label, **parts)) or {}
+    def record(stage: str, **parts: str) -> dict[str, Any]:
+        found = results.get(config_key(stage=stage, model=label, **parts)) or {}
         return found if "error" not in found else {}
 
     def speed(variant: str, runtime: str, weights: str) -> dict[str, Any]:
@@ -244,7 +244,7 @@ def _section(results: dict[str, Any], label: str) -> str:
         "decode x dense PyTorch",
         "WT2 PPL",
         "PPL vs PyTorch",
-        "max |Δlogit| / top-1",
+        "max Δlogit / top-1",
     ]
     return f"## {display_model(label)}\n\n{table(header, rows)}"
 

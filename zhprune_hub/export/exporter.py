@@ -140,7 +140,7 @@ def export_checkpoint(config: ExportConfig, *, log: Any = print) -> ExportOutcom
         atomic_directory(config.target, overwrite=config.overwrite) as staging,
     ):
         scratch = Path(scratch_name)
-        log(f"export: optimum-intel main_export, {config.weights} weights, in {environment.python}")
+        log(f"export: optimum-intel, {config.weights} weights, in {environment.python}")
         result = run_worker(
             environment,
             {
