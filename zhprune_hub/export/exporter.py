@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zhprune_hub.errors import ExportError
 from zhprune_hub.export.environment import ExportEnvironment
+from zhprune_hub.export.verify_export import Agreement
 
 WORKER = Path(__file__).with_name("openvino_worker.py")
 RESULT_NAME = "zhprune_export.json"
@@ -97,7 +98,7 @@ def run_worker(environment: ExportEnvironment, request: dict[str, Any], scratch:
     return result
 
 
-def _gate(config: ExportConfig, agreement: Any) -> str | None:
+def _gate(config: ExportConfig, agreement: Agreement) -> str | None:
     """Why the export may not be kept, or None when it passes."""
     if config.weights == "fp16" and agreement.max_abs_diff > config.max_logit_diff:
         return (
@@ -172,7 +173,7 @@ def _record(
     config: ExportConfig,
     environment: ExportEnvironment,
     result: dict[str, Any],
-    agreement: Any,
+    agreement: Agreement,
     ppl_source: str,
     reference_s: float,
 ) -> dict[str, Any]:

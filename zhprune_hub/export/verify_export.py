@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from zhprune_hub.errors import ExportError
+
 #: A fixed text that no calibration or evaluation corpus contains: the logit check never depends on data files.
 PROBE_TEXT = (
     "The lighthouse keeper wrote in his log that the storm had passed before dawn. Three fishing boats "
@@ -94,8 +96,6 @@ def compare(ref: Reference, *, exported_logits: Path, exported_nll: list[float])
     theirs = torch.from_numpy(np.load(exported_logits))
     ours = ref.probe_logits
     if theirs.shape != ours.shape:
-        from zhprune_hub.errors import ExportError
-
         raise ExportError(
             f"The exported model returned logits of shape {tuple(theirs.shape)} for a probe whose PyTorch logits "
             f"have shape {tuple(ours.shape)}; the export is broken, so report this as a bug."
