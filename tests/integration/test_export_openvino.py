@@ -100,3 +100,25 @@ def test_failed_check_leaves_nothing_behind(pruned: Path, text_file: Path, tmp_p
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []  # no staging directory either
     assert _tree(pruned) == before
+
+
+def test_publish_dry_run_ships_the_export_in_the_repo(tmp_path: Path, shared_data: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from zhprune_hub.plan import plan_from_flags, resolve_variants
+    from zhprune_hub.publish import publish
+
+    base = make_tiny_checkpoint("llama", tmp_path / "base")
+    flags = dict(
+        model=str(base), repo_id="tester/tiny-ov", method="magnitude", layout="uniform", export="int8",
+        ppl="wikitext2", max_tokens=512, ppl_seq_len=128, tasks="none", data_dir=shared_data,
+    )  # fmt: skip
+    report = publish(resolve_variants(plan_from_flags(flags)), work_dir=tmp_path / "work", dry_run=True)
+    (variant,) = report.variants
+    assert variant.status == "dry-run" and variant.stages["export"] == "ran", variant.error
+    repo = Path(variant.repo_dir)
+    assert (repo / "openvino" / "openvino_model.xml").is_file() and (repo / "openvino" / RESULT_NAME).is_file()
+    assert not (repo / "openvino" / OUTPUT_MARKER).exists()
+    card = ModelCard((repo / "README.md").read_text())
+    assert {"openvino", "openvino-int8"} <= set(card.data.tags)
+    assert 'OVModelForCausalLM.from_pretrained("tester/tiny-ov", subfolder="openvino")' in card.text
