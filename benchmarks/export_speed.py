@@ -256,11 +256,13 @@ def _section(results: dict[str, Any], label: str) -> str:
 
 
 def render(store: Store, args: argparse.Namespace) -> str:
-    inference = protocol(args)["inference"]
+    inference = store.data["protocol"]["inference"]
+    omp = store.data["protocol"].get("omp_wait_policy") or "unset (OpenMP's default)"
     note = (
         f"Batch 1, {inference['prefill_len']}-token WikiText-2 prompt, {inference['decode_tokens']} greedy tokens with "
         f"the KV cache, best of {inference['repeats']} after a warm-up; all on the same CPU, one process at a time. "
-        "OpenVINO runs with INFERENCE_PRECISION_HINT=f32 (weights fp16 or NNCF int8, activations float32). "
+        "OpenVINO runs with INFERENCE_PRECISION_HINT=f32 (weights fp16 or NNCF int8, activations float32); "
+        f"OMP_WAIT_POLICY {omp}. "
         f"WT2 PPL: the first {args.ppl_tokens:,} WikiText-2 test tokens in 512-token windows, as each export's check "
         "computed it; 'PPL vs PyTorch' is against the same checkpoint in PyTorch float32."
     )
