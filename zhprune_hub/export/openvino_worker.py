@@ -86,10 +86,26 @@ def export(request: dict[str, Any]) -> dict[str, Any]:
         model.save_pretrained(request["output"])
         AutoTokenizer.from_pretrained(request["checkpoint"]).save_pretrained(request["output"])
         del model
+        _drop_checkpoint_path(Path(request["output"]), request["checkpoint"])
     seconds = time.perf_counter() - started
     result = evaluate({**request, "model": request["output"]})
     result["export_s"] = seconds
     return result
+
+
+def _drop_checkpoint_path(output: Path, checkpoint: str) -> None:
+    """optimum-intel records the source directory as the quantization config's tokenizer (used only by
+    data-aware compression); a published export must not name a path of the machine that built it."""
+    path = output / "openvino_config.json"
+    if not path.is_file():
+        return
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    quantization = doc.get("quantization_config")
+    if isinstance(quantization, dict) and str(quantization.get("tokenizer") or "").rstrip("/") == checkpoint.rstrip(
+        "/"
+    ):
+        quantization["tokenizer"] = None
+        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
 def _load(request: dict[str, Any]) -> Any:
