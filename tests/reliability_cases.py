@@ -581,6 +581,22 @@ CASES: list[Case] = [
       "publish model --repo-id me/x --dry-run --method magnitude --tasks none --ppl corpus.txt",
       "SIGINT once the pull stage has finished", 130, "Interrupted; finished stages are kept in the work directory",
       setup=("model", "text"), signal="INT", watch=".zhprune/work/*/pull/stage.json", writes=(".zhprune",)),
+    # --- export ------------------------------------------------------------------------------------------------------------
+    c("export-nonexistent", "export nope", "directory does not exist", USAGE, "is not a directory"),
+    c("export-global-layout", "export pruned", "a global-layout checkpoint (its own modeling code)", USAGE,
+      "prune again with --layout uniform", setup=("pruned",)),
+    c("export-foreign-code", "export foreign", "a checkpoint whose auto_map names another repository's code", USAGE,
+      "ships its own modeling code", setup=("foreign_auto_map",)),
+    c("export-bad-weights", "export model --weights int3", "unknown weight format", USAGE, "Invalid --weights",
+      setup=M),
+    c("export-bad-format", "export model --format onnx", "a format other than openvino", USAGE, "Invalid --format",
+      setup=M),
+    c("export-output-foreign", "export model -o out --overwrite", "--output holds a user's files (no marker)", USAGE,
+      "was not written by zhprune-hub", setup=("model", "foreign_out")),
+    c("export-no-environment", "export model", "ZHPRUNE_EXPORT_PYTHON unset (no export environment)", USAGE,
+      "needs its own environment: run `bash scripts/install_export_env.sh", setup=M),
+    c("export-environment-missing", "export model", "ZHPRUNE_EXPORT_PYTHON names no file", USAGE,
+      "is not an executable Python interpreter", setup=M, env={"ZHPRUNE_EXPORT_PYTHON": "./no/python"}),
 ]
 # fmt: on
 

@@ -76,6 +76,17 @@ class ProtocolContext(_Frozen):
     lm_eval_version: str | None
 
 
+class OpenVinoContext(_Frozen):
+    """An OpenVINO export shipped in a subfolder (written by `zhprune-hub export`), for the usage snippet."""
+
+    subfolder: str
+    weights: str
+    ppl_corpus: str
+    ppl_pytorch: float
+    ppl_exported: float
+    ppl_increase: float
+
+
 class CardContext(_Frozen):
     """Every value the template reads; a missing one is an error, never an empty string."""
 
@@ -117,6 +128,7 @@ class CardContext(_Frozen):
     licence_files: list[str] = []
     language: list[str]
     limitations: list[str]
+    openvino: OpenVinoContext | None = None
 
 
 # --- the metrics table -----------------------------------------------------------------------------
@@ -436,6 +448,9 @@ def card_data(
     tags = list(BASE_TAGS)
     if ctx.calibration is not None:
         tags += [lang for lang in ctx.calibration.language.split("+") if lang not in tags]
+    if ctx.openvino is not None:
+        # library_name stays transformers: the repository's root is a transformers checkpoint
+        tags += ["openvino", f"openvino-{ctx.openvino.weights}"]
     kwargs = {key: getattr(ctx, key) for key in ("license_name", "license_link") if getattr(ctx, key)}
     eval_results = _eval_results(pruned)
     return ModelCardData(
@@ -526,6 +541,30 @@ def _base_config(base_dir: Path | None) -> dict[str, Any] | None:
         return None
 
 
+def openvino_context(directory: Path, subfolder: str = "openvino") -> OpenVinoContext | None:
+    """What the card says about an export in `directory/subfolder`, from its check record; None without one."""
+    import json
+
+    from zhprune_hub.export.exporter import RESULT_NAME
+
+    path = Path(directory) / subfolder / RESULT_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        check = record["check"]
+        return OpenVinoContext(
+            subfolder=subfolder,
+            weights=record["weights"],
+            ppl_corpus=check["ppl_corpus"],
+            ppl_pytorch=check["ppl_pytorch"],
+            ppl_exported=check["ppl_exported"],
+            ppl_increase=check["ppl_increase"],
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CardError(f"{path} is damaged ({type(exc).__name__}); run `zhprune-hub export` again.") from None
+
+
 def write_card(
     directory: Path,
     *,
@@ -555,6 +594,9 @@ def write_card(
         pruned_id=pruned_id,
         licence_files=licence_files,
     )
+    openvino = openvino_context(directory)
+    if openvino is not None:
+        ctx = ctx.model_copy(update={"openvino": openvino})
     data = card_data(ctx, results, pruned_id=pruned_id)
     card = render_card(ctx, data)
     check_card(str(card))

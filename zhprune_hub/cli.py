@@ -291,6 +291,60 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command(
+    "export",
+    help="Write a deployable OpenVINO copy of DIR (default DIR/openvino) through optimum-intel's exporter, with NNCF "
+    "weight compression for int8/int4, and keep it only if it agrees with the PyTorch checkpoint: fp16 by its "
+    "logits on a fixed text, every format by WikiText-2 perplexity. Runs in the export environment named by "
+    "$ZHPRUNE_EXPORT_PYTHON (scripts/install_export_env.sh builds it).",
+)
+def export_cmd(
+    directory: Annotated[Path, typer.Argument(help="A uniform-layout checkpoint written by `zhprune-hub prune`.")],
+    export_format: Annotated[str, typer.Option("--format", help="Deployment format: openvino.")] = "openvino",
+    weights: Annotated[str, typer.Option("--weights", help="fp16, int8 or int4 (NNCF weight compression).")] = "int8",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Export directory [default: DIR/openvino].")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a previous export at the output path.")] = False,
+    group_size: Annotated[
+        int | None, typer.Option("--group-size", help="int4 group size [default: 128, adjusted per tensor].")
+    ] = None,
+    ppl: Annotated[str, typer.Option("--ppl", help="Perplexity text of the check: corpus name or file.")] = "wikitext2",
+    ppl_tokens: Annotated[int, typer.Option("--ppl-tokens", help="Leading tokens of the text evaluated.")] = 8192,
+    ppl_seq_len: Annotated[int, typer.Option("--ppl-seq-len", help="Perplexity window in tokens.")] = 512,
+    max_ppl_increase: Annotated[
+        float,
+        typer.Option("--max-ppl-increase", help="Largest relative perplexity increase over the PyTorch model kept."),
+    ] = 0.10,
+    max_logit_diff: Annotated[
+        float, typer.Option("--max-logit-diff", help="fp16: largest absolute logit difference on the probe text.")
+    ] = 0.5,
+    data_dir: DataDirOption = None,
+    json_output: JsonFlag = False,
+    quiet: QuietFlag = False,
+) -> None:
+    from zhprune_hub.console import run_export
+
+    run_export(
+        dict(
+            directory=directory,
+            format=export_format,
+            weights=weights,
+            output=output,
+            overwrite=overwrite,
+            group_size=group_size,
+            ppl_corpus=ppl,
+            ppl_tokens=ppl_tokens,
+            ppl_seq_len=ppl_seq_len,
+            max_ppl_increase=max_ppl_increase,
+            max_logit_diff=max_logit_diff,
+            data_dir=data_dir,
+        ),
+        json_output=json_output,
+        quiet=quiet,
+    )
+
+
 # --- datasets (corpora registry) -------------------------------------------------------------
 
 
@@ -534,6 +588,17 @@ def publish_cmd(
     eval_batch_size: Annotated[
         str, typer.Option("--eval-batch-size", help="auto or windows/requests per pass.")
     ] = "auto",
+    export: Annotated[
+        str | None,
+        typer.Option(
+            "--export",
+            help="Also publish an OpenVINO export (fp16, int8 or int4) in openvino/; needs $ZHPRUNE_EXPORT_PYTHON "
+            "and the uniform layout.",
+        ),
+    ] = None,
+    export_max_ppl_increase: Annotated[
+        float, typer.Option("--export-max-ppl-increase", help="Largest relative perplexity increase of the export.")
+    ] = 0.10,
     private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
     revision: Annotated[str | None, typer.Option("--revision", help="Target branch (created from main).")] = None,

@@ -114,3 +114,45 @@ def run_verify(directory: Path, *, base: str | None, json_output: bool, quiet: b
         table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
     stdout.print(table)
     return result.ok
+
+
+def run_export(values: dict[str, Any], *, json_output: bool, quiet: bool) -> dict[str, Any]:
+    from zhprune_hub.export import ExportConfig, export_checkpoint
+
+    config = build_config(ExportConfig, values)
+    silent = quiet or json_output
+    log = (lambda message: None) if silent else (lambda message: stderr.print(f"[dim]{message}[/dim]"))
+    outcome = export_checkpoint(config, log=log)
+    record = outcome.record
+    if json_output:
+        stdout.print_json(json.dumps({"output": str(outcome.output), "record": record}))
+    elif not quiet:
+        check = record["check"]
+        table = Table(title=f"OpenVINO {record['weights']} export of {record['checkpoint']} against PyTorch float32")
+        for column in ("check", "PyTorch", "OpenVINO", "bound"):
+            table.add_column(column, overflow="fold")
+        bounds = check["bounds"]
+        table.add_row(
+            f"{check['ppl_corpus']} perplexity ({check['tokens_predicted']:,} tokens, {check['seq_len']}-token windows)",
+            f"{check['ppl_pytorch']:.3f}",
+            f"{check['ppl_exported']:.3f} ({check['ppl_increase']:+.2%})",
+            f"≤ {bounds['max_ppl_increase']:+.0%}",
+        )
+        table.add_row(
+            f"max |logit diff| ({check['probe_tokens']} probe tokens)",
+            "—",
+            f"{check['max_abs_diff']:.4f}",
+            "—" if bounds["max_logit_diff"] is None else f"≤ {bounds['max_logit_diff']:g}",
+        )
+        table.add_row(
+            "top-1 agreement",
+            "—",
+            f"{check['top1_agreement']:.1%}",
+            "—" if bounds["min_top1"] is None else f"≥ {bounds['min_top1']:.0%}",
+        )
+        stdout.print(table)
+        stdout.print(
+            f"wrote {outcome.output} in {record['timings']['export_s']:.1f} s (export); load it with "
+            "optimum.intel.OVModelForCausalLM.from_pretrained"
+        )
+    return record

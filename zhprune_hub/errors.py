@@ -56,3 +56,7 @@ class OutputError(ZhpruneError):
 
 class EvaluationError(ZhpruneError):
     """An evaluation could not run (missing data, bad task name, unusable model)."""
+
+
+class ExportError(ZhpruneError):
+    """A deployable export could not be built or failed its check against the PyTorch model."""

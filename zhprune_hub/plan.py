@@ -91,6 +91,21 @@ class PushSettings(BaseModel):
     commit_message: str | None = Field(default=None, description="Commit title; a default names model and ratio.")
 
 
+class ExportSettings(BaseModel):
+    """A deployable copy published beside the weights, as `zhprune-hub export` writes it."""
+
+    model_config = _Frozen
+
+    export: Literal["fp16", "int8", "int4"] | None = Field(
+        default=None,
+        description="Also publish an OpenVINO export with these weights in openvino/ (runs in the environment "
+        "named by $ZHPRUNE_EXPORT_PYTHON); null = none.",
+    )
+    export_max_ppl_increase: float = Field(
+        default=0.10, ge=0, description="Largest relative perplexity increase the export may show (0.10 = 10%)."
+    )
+
+
 _SETTINGS_FIELDS: dict[str, Any] = {
     "model": (str | None, Field(default=None, description="Hub id, checkpoint directory or GGUF directory.")),
     "model_revision": (str | None, Field(default=None, description="Branch, tag or commit of a Hub model.")),
@@ -99,7 +114,7 @@ _SETTINGS_FIELDS: dict[str, Any] = {
         Field(default=None, description="OWNER/NAME, or a template with {" + "}, {".join(REPO_TEMPLATE_KEYS) + "}."),
     ),
 }
-for _model in (PruneSettings, EvalSettings, PushSettings):
+for _model in (PruneSettings, EvalSettings, PushSettings, ExportSettings):
     _SETTINGS_FIELDS.update({name: (f.annotation, f) for name, f in _model.model_fields.items()})
 
 
@@ -168,6 +183,7 @@ class Variant(BaseModel):
     prune: PruneSettings  # type: ignore[valid-type]
     evaluate: EvalSettings
     push: PushSettings
+    deploy: ExportSettings = Field(default_factory=ExportSettings)
 
     def prune_config(self, output: Path, *, model: str | None = None, revision: str | None = None) -> PruneConfig:
         values = self.prune.model_dump()
@@ -210,6 +226,10 @@ class Variant(BaseModel):
         ):
             if value != default:
                 parts += [flag, str(value)]
+        if self.deploy.export:
+            parts += ["--export", self.deploy.export]
+            if self.deploy.export_max_ppl_increase != ExportSettings().export_max_ppl_increase:
+                parts += ["--export-max-ppl-increase", str(self.deploy.export_max_ppl_increase)]
         if self.push.private:
             parts.append("--private")
         if self.push.create_pr:
@@ -333,6 +353,7 @@ def resolve_variants(
             prune = PruneSettings(**_split(values, PruneSettings))
             evaluate = EvalSettings(**_split(values, EvalSettings))
             push = PushSettings(**_split(values, PushSettings))
+            deploy = ExportSettings(**_split(values, ExportSettings))
         except ValidationError as exc:
             raise PlanError(validation_message(exc, where=f"{where} ({label})")) from None
         if evaluate.ppl == [] and not evaluate.tasks:  # found now, not at the card after the whole prune
@@ -352,6 +373,7 @@ def resolve_variants(
                 prune=prune,
                 evaluate=evaluate,
                 push=push,
+                deploy=deploy,
             )
         )
     ids: dict[str, str] = {}

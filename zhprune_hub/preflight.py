@@ -358,6 +358,18 @@ def check_work_dir(work_dir: Path) -> None:
     check_writable_dir(probe, purpose=f"--work-dir {work_dir}")
 
 
+def _check_export_plan(variant: Any) -> None:
+    """An OpenVINO export needs the uniform layout and the export environment: known before any pruning."""
+    from zhprune_hub.export.environment import check_environment
+
+    if variant.prune.layout != "uniform":
+        raise PlanError(
+            f"export: {variant.deploy.export} needs layout: uniform (optimum-intel cannot export the "
+            f"{variant.prune.layout} layout's own modeling code); set layout: uniform or drop export."
+        )
+    check_environment()
+
+
 def publish_preflight(variants: list[Any], *, work_dir: Path) -> None:
     """What `publish` can check for every variant before the first one starts.
 
@@ -384,6 +396,8 @@ def publish_preflight(variants: list[Any], *, work_dir: Path) -> None:
                 from zhprune_hub.evaluate.zeroshot import validate_tasks
 
                 validate_tasks(list(variant.evaluate.tasks), variant.evaluate.include_path)
+            if variant.deploy.export:
+                _check_export_plan(variant)
             if Path(variant.model).expanduser().exists():
                 source = resolve_source(variant.model, revision=variant.model_revision, gguf_file=prune.gguf_file)
                 check_model(source, seq_len=prune.seq_len)
@@ -421,3 +435,43 @@ def evaluate_preflight(
     if json_out is None or str(json_out) == "-":
         return json_out
     return check_writable_file(json_out, flag="--json")
+
+
+def export_preflight(config: Any) -> Any:
+    """What `export` can check before loading anything: the checkpoint, its layout, the output and the
+    export environment. Returns the checked export environment.
+
+    Raises:
+        ZhpruneError: not a checkpoint, the global layout or other shipped code, an unwritable or
+            occupied output, too little space, or no usable export environment.
+    """
+    from zhprune_hub.errors import ExportError
+    from zhprune_hub.export.environment import check_environment
+    from zhprune_hub.export.exporter import BYTES_PER_WEIGHT
+    from zhprune_hub.loading import needs_remote_code, shipped_code_matches
+    from zhprune_hub.outputs import check_free_space, check_output_dir
+    from zhprune_hub.verify import stored_parameter_count
+
+    directory = Path(config.directory).expanduser()
+    if not directory.is_dir():
+        raise ModelSourceError(f"{directory} is not a directory; pass a checkpoint written by `zhprune-hub prune`.")
+    if not (directory / "config.json").is_file():
+        raise ModelSourceError(f"{directory} has no config.json; pass a Hugging Face checkpoint directory.")
+    if not any(directory.glob("*.safetensors")):
+        raise ModelSourceError(
+            f"{directory} has no .safetensors weights; pass a checkpoint written by `zhprune-hub prune`."
+        )
+    if needs_remote_code(directory):
+        if shipped_code_matches(directory):
+            raise ExportError(
+                f"{directory} uses the global layout (per-block widths in zhprune-hub's own modeling code), which "
+                "optimum-intel cannot export; prune again with --layout uniform."
+            )
+        raise ExportError(
+            f"{directory} ships its own modeling code (auto_map in its config), which optimum-intel cannot export; "
+            "export a checkpoint with a stock transformers architecture."
+        )
+    target = check_output_dir(config.target, overwrite=config.overwrite)
+    weights = stored_parameter_count(directory)
+    check_free_space(target, int(weights * BYTES_PER_WEIGHT[config.weights]), what=f"The {config.weights} export")
+    return check_environment()

@@ -150,12 +150,14 @@ def assemble_repo(
     command: str,
     base_dir: Path | None,
     names: PublicNames,
+    folders: dict[str, Path] | None = None,
 ) -> tuple[Path, Any]:
     """Build the folder to push in a staging folder beside `target`, check it, then swap it in.
 
-    Weights and code are hard-linked from the pruned checkpoint (copied across file systems); the
-    pruning report, the results and the card are written with local paths replaced; the base's
-    licence files are copied. Returns (README path, card context).
+    Weights and code are hard-linked from the pruned checkpoint (copied across file systems), and
+    each of `folders` (e.g. an OpenVINO export) into the subfolder its key names; the pruning report,
+    the results and the card are written with local paths replaced; the base's licence files are
+    copied. Returns (README path, card context).
 
     Raises:
         AssemblyError: a local path would still be published.
@@ -170,6 +172,10 @@ def assemble_repo(
         for path in sorted(Path(model_dir).rglob("*")):
             if path.is_file() and path.name not in (REPORT_NAME, OUTPUT_MARKER):
                 _link_or_copy(path, staging / path.relative_to(model_dir))
+        for name, folder in (folders or {}).items():
+            for path in sorted(Path(folder).rglob("*")):
+                if path.is_file() and path.name != OUTPUT_MARKER:
+                    _link_or_copy(path, staging / name / path.relative_to(folder))
         carried = copy_licence_files(base_dir, staging)
         report = names.doc(report)
         write_json(staging / REPORT_NAME, report)

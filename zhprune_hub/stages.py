@@ -1,4 +1,6 @@
-"""The six stages of `publish`: pull → prune → verify → evaluate → card → push.
+"""The seven stages of `publish`: pull → prune → verify → evaluate → export → card → push.
+
+`export` (an OpenVINO copy, `zhprune-hub export`) does nothing unless the variant asks for one.
 
 Each stage is a function of the run so far that returns its outputs, a line for the log, and the
 fingerprints of the data it read (calibration text, evaluation text, a local base directory), so
@@ -21,7 +23,7 @@ from zhprune_hub.plan import Variant
 from zhprune_hub.repo_assembly import RESULTS_NAME, PublicNames, assemble_repo, public_base_name, public_names, relabel
 from zhprune_hub.workspace import Workspace, write_json
 
-STAGES = ("pull", "prune", "verify", "evaluate", "card", "push")
+STAGES = ("pull", "prune", "verify", "evaluate", "export", "card", "push")
 
 
 class Reporter:
@@ -81,6 +83,8 @@ def stage_inputs(run: StageRun, stage: str) -> dict[str, Any]:
         return {**settings, "data_dir": _data_dir(run)}
     if stage == "evaluate":
         return {**v.evaluate.model_dump(mode="json", exclude={"eval_batch_size"}), "data_dir": _data_dir(run)}
+    if stage == "export":
+        return {**v.deploy.model_dump(mode="json"), "data_dir": _data_dir(run) if v.deploy.export else None}
     if stage == "card":
         from zhprune_hub.card import template_path
 
@@ -306,7 +310,31 @@ def metrics_summary(results: Any, pruned_id: str) -> dict[str, Any]:
     }
 
 
-# --- card, push -------------------------------------------------------------------------------------------
+# --- export, card, push ------------------------------------------------------------------------------------
+
+
+def _export(run: StageRun) -> StageResult:
+    """The OpenVINO copy of the pruned checkpoint, checked against it; nothing when the plan has no export."""
+    v = run.variant
+    if not v.deploy.export:
+        return StageResult({"export_dir": None}, "none in the plan")
+    from zhprune_hub.export import ExportConfig, export_checkpoint
+
+    config = ExportConfig(
+        directory=Path(run.outputs["prune"]["model_dir"]),
+        weights=v.deploy.export,
+        output=run.ws.dir("export") / "openvino",
+        overwrite=True,
+        max_ppl_increase=v.deploy.export_max_ppl_increase,
+        data_dir=v.prune.data_dir,
+    )
+    outcome = export_checkpoint(config, log=run.reporter.log)
+    check = outcome.record["check"]
+    detail = (
+        f"{v.deploy.export} OpenVINO in {outcome.output}: {check['ppl_corpus']} perplexity {check['ppl_exported']:.2f} "
+        f"({check['ppl_increase']:+.1%} against PyTorch)"
+    )
+    return StageResult({"export_dir": str(outcome.output), "check": check}, detail)
 
 
 def _card(run: StageRun) -> StageResult:
@@ -328,6 +356,7 @@ def _card(run: StageRun) -> StageResult:
         command=v.command(),
         base_dir=Path(pulled["local_dir"]),
         names=_names(run),
+        folders={"openvino": Path(exported)} if (exported := run.outputs["export"].get("export_dir")) else None,
     )
     outputs = {
         "repo_dir": str(repo_dir),
@@ -372,6 +401,7 @@ RUNNERS: dict[str, Callable[[StageRun], StageResult]] = {
     "prune": _prune,
     "verify": _verify,
     "evaluate": _evaluate,
+    "export": _export,
     "card": _card,
     "push": _push,
 }

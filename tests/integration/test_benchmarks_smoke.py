@@ -148,3 +148,22 @@ def test_eval_memory_runs(tiny_qwen2: Path, shared_data: Path) -> None:
     row = json.loads(completed.stdout.strip().splitlines()[-1])
     assert (row["seq_len"], row["tokens"], row["kernel"]) == (32, 128, "current")
     assert finite(row["perplexity"]) and row["peak_rss_mb"] >= row["peak_rss_model_mb"] > 0
+
+
+@pytest.mark.skipif(not os.environ.get("ZHPRUNE_EXPORT_PYTHON"), reason="ZHPRUNE_EXPORT_PYTHON is unset")
+def test_export_speed_runs(tiny_qwen2: Path, shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export_speed.json"
+    command = [sys.executable, "benchmarks/export_speed.py", "--models", str(tiny_qwen2), "--method", "magnitude"]
+    command += ["--ppl-tokens", "1024", "--prefill-len", "32", "--decode-tokens", "4", "--repeats", "1"]
+    command += ["--data-dir", str(shared_data), "--work-dir", str(tmp_path / "work")]
+    command += ["--out", str(out), "--markdown", str(out.with_suffix(".md"))]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = load(out)["results"]
+    speeds = [r for key, r in results.items() if key.startswith("stage=speed")]
+    assert len(speeds) == 6 and all(r["decode_tokens_per_s"] > 0 for r in speeds)
+    exports = [r for key, r in results.items() if key.startswith("stage=export")]
+    assert len(exports) == 4 and all(r["check"]["passed"] for r in exports)
+    markdown = out.with_suffix(".md").read_text()
+    assert "python benchmarks/export_speed.py" in markdown and "| pruned | OpenVINO | int8 |" in markdown

@@ -74,7 +74,7 @@ def test_changed_data_reruns_exactly_the_stages_that_read_it(tmp_path, data_copy
     code, second = _publish(base, data_copy, work, "--dry-run")
     again = _stages(second)
     assert code == 0 and second["base_evaluation"] == "computed"  # the stored base results were stale too
-    assert {s for s in again if again[s] != done[s]} == {"evaluate", "card"}
+    assert {s for s in again if again[s] != done[s]} == {"evaluate", "export", "card"}
 
     # Nothing changes: everything resumes, and the base results are reused.
     code, third = _publish(base, data_copy, work, "--dry-run")
@@ -91,7 +91,13 @@ def test_changed_data_reruns_exactly_the_stages_that_read_it(tmp_path, data_copy
     pq.write_table(table.set_column(table.column_names.index("text"), "text", pa.array(texts)), path)
     code, fourth = _publish(base, data_copy, work, "--dry-run")
     changed = _stages(fourth)
-    assert code == 0 and {s for s in changed if changed[s] != again[s]} == {"prune", "verify", "evaluate", "card"}
+    assert code == 0 and {s for s in changed if changed[s] != again[s]} == {
+        "prune",
+        "verify",
+        "evaluate",
+        "export",
+        "card",
+    }
     assert fourth["base_evaluation"] == "reused"  # the base read nothing that changed
 
 

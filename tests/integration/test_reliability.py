@@ -35,7 +35,15 @@ ENTRY_POINT = Path(sys.executable).with_name("zhprune-hub")
 WORKERS = int(os.environ.get("ZHPRUNE_RELIABILITY_WORKERS", "2"))
 TIMEOUT_S = 240
 #: Variables a case must not inherit from the machine running the tests.
-SCRUBBED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE", "ZHPRUNE_DATA_DIR", "COLUMNS")
+SCRUBBED = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_ENDPOINT",
+    "HF_HUB_OFFLINE",
+    "ZHPRUNE_DATA_DIR",
+    "ZHPRUNE_EXPORT_PYTHON",
+    "COLUMNS",
+)
 
 
 @dataclass

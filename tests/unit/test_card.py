@@ -245,3 +245,27 @@ def test_template_ships_inside_the_package():
         Path(__file__).resolve().parents[2] / "templates" / "modelcard.md.j2"
     ).read_text()
     assert re.search(r"^---\n\{\{ card_data \}\}\n---", (TEMPLATES_DIR / "modelcard.md.j2").read_text())
+
+
+def test_openvino_export_gets_a_snippet_and_tags(results, tmp_path):
+    import json
+
+    export = tmp_path / "out" / "openvino"
+    export.mkdir(parents=True)
+    check = {"ppl_corpus": "wikitext2", "ppl_pytorch": 40.0, "ppl_exported": 40.5, "ppl_increase": 0.0125}
+    (export / "zhprune_export.json").write_text(json.dumps({"weights": "int8", "check": check}))
+    readme, _ = write_card(
+        tmp_path / "out", report=_report(layout="uniform"), results=results, repo_id=REPO, command="x"
+    )
+    text = readme.read_text()
+    assert "### OpenVINO (int8 weights, CPU)" in text
+    assert "made with optimum-intel and NNCF int8 weight compression. Its perplexity on wikitext2 is 40.50, " in text
+    assert "against 40.00 for the PyTorch weights (+1.2%)" in text
+    assert f'OVModelForCausalLM.from_pretrained("{REPO}", subfolder="openvino")' in text
+    data = ModelCard(text).data.to_dict()
+    assert data["tags"][-2:] == ["openvino", "openvino-int8"] and data["library_name"] == "transformers"
+
+
+def test_no_export_no_openvino_section(results, tmp_path):
+    readme, ctx = write_card(tmp_path / "out", report=_report(), results=results, repo_id=REPO, command="x")
+    assert ctx.openvino is None and "OpenVINO" not in readme.read_text()

@@ -167,3 +167,26 @@ def test_two_variants_with_one_id_are_refused():
 
 def test_the_example_plan_names_a_collection():
     assert load_plan(EXAMPLE).collection == "Pruned Qwen2.5-0.5B"
+
+
+def test_export_field_of_a_variant():
+    plan = plan_from_dict(
+        {
+            **_plan(repo_id="{owner}/{model}-{name}", layout="uniform"),
+            "variants": [{"name": "ov", "export": "int8"}, {}],
+        }
+    )
+    exported, plain = resolve_variants(plan)
+    assert exported.deploy.export == "int8" and plain.deploy.export is None
+    assert exported.deploy.export_max_ppl_increase == 0.10
+    assert "--export int8" in exported.command() and "--export" not in plain.command()
+    with pytest.raises(PlanError, match=r"variants\[0\]\.export"):
+        resolve_variants(plan_from_dict({**_plan(repo_id="me/x"), "variants": [{"export": "int3"}]}))
+
+
+def test_export_of_a_global_layout_is_refused_before_pruning(tmp_path):
+    from zhprune_hub.preflight import publish_preflight
+
+    plan = plan_from_dict({**_plan(repo_id="me/x", layout="global", export="int8")})
+    with pytest.raises(PlanError, match="export: int8 needs layout: uniform"):
+        publish_preflight(resolve_variants(plan), work_dir=tmp_path / "work")
