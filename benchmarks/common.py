@@ -56,6 +56,13 @@ def base_parser(description: str, *, out: str, markdown: str) -> argparse.Argume
     parser.add_argument("--ppl-max-tokens", type=int, default=32768, help="Tokens evaluated per corpus (prefix).")
     parser.add_argument("--tasks", nargs="+", default=list(ZERO_SHOT_TASKS), help="Zero-shot tasks; 'none' skips.")
     parser.add_argument("--limit", type=int, default=500, help="Items per zero-shot task.")
+    parser.add_argument(
+        "--task-limit",
+        nargs="+",
+        default=[],
+        metavar="TASK=N",
+        help="Items for one task instead of --limit (cmmlu=10: ten per subject); 'none' means every item.",
+    )
     parser.add_argument("--batch-size", default="auto", help="Perplexity/zero-shot batch size.")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
@@ -80,7 +87,23 @@ def normalise(args: argparse.Namespace) -> argparse.Namespace:
         args.ratios = [float(r) for r in split_list(args.ratios)]
     if hasattr(args, "seeds"):
         args.seeds = [int(s) for s in split_list(args.seeds)]
+    if hasattr(args, "task_limit"):
+        args.task_limit = dict(parse_task_limit(item) for item in split_list(args.task_limit))
     return args
+
+
+def parse_task_limit(item: str) -> tuple[str, int | None]:
+    """`cmmlu=10` -> ("cmmlu", 10); `xcopa_zh=none` -> every item."""
+    task, _, value = item.partition("=")
+    if not task or not value:
+        raise SystemExit(f"--task-limit wants TASK=N, got {item!r}.")
+    return task, None if value.lower() == "none" else int(value)
+
+
+def task_limits(args: argparse.Namespace) -> dict[str, int | None]:
+    """Each zero-shot task's item limit: --limit unless --task-limit names the task."""
+    overrides = getattr(args, "task_limit", {}) or {}
+    return {task: overrides.get(task, args.limit) for task in args.tasks}
 
 
 def command_line() -> str:
@@ -416,7 +439,7 @@ def eval_protocol(args: argparse.Namespace) -> dict[str, Any]:
     """What every evaluated row shares; stored in the results file and printed under each table."""
     return {
         "perplexity": {"corpora": args.ppl, "seq_len": args.ppl_seq_len, "max_tokens": args.ppl_max_tokens},
-        "zeroshot": {"tasks": args.tasks, "limit": args.limit, "num_fewshot": 0},
+        "zeroshot": {"tasks": args.tasks, "limit": args.limit, "limits": task_limits(args), "num_fewshot": 0},
         "calibration": {"num_samples": args.num_samples, "seq_len": args.seq_len},
         "device": args.device,
         "dtype": args.dtype,
@@ -473,31 +496,52 @@ def evaluate_dir(directory: Path, args: argparse.Namespace, *, model_id: str, fa
             )
             ppl[corpus] = {"ppl": out.perplexity, "seq_len": out.seq_len, "tokens": out.tokens_evaluated}
         ppl_s = time.perf_counter() - started
-        result = evaluate_model(
-            model,
-            tokenizer,
-            model_id=model_id,
-            ppl=[],
-            tasks=args.tasks,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            data_dir=args.data_dir,
-        )
+        zeroshot_results = []
+        by_limit: dict[int | None, list[str]] = {}
+        for task, limit in task_limits(args).items():
+            by_limit.setdefault(limit, []).append(task)
+        for limit, tasks in by_limit.items():
+            result = evaluate_model(
+                model,
+                tokenizer,
+                model_id=model_id,
+                ppl=[],
+                tasks=tasks,
+                limit=limit,
+                batch_size=args.batch_size,
+                data_dir=args.data_dir,
+            )
+            zeroshot_results.extend(result.zeroshot)
+        if not by_limit:
+            result = evaluate_model(
+                model,
+                tokenizer,
+                model_id=model_id,
+                ppl=[],
+                tasks=[],
+                batch_size=args.batch_size,
+                data_dir=args.data_dir,
+            )
     finally:
         del model
         gc.collect()
-    mean = result.zeroshot_mean
+    scores = [z.acc_norm if z.acc_norm is not None else z.acc for z in zeroshot_results]
+    mean = (
+        {"acc": sum(z.acc for z in zeroshot_results) / len(scores), "acc_norm": sum(scores) / len(scores)}
+        if scores
+        else None
+    )
     return {
         "parameters": result.parameters,
         "device": result.device,
         "dtype": result.dtype,
         "perplexity": ppl,
-        "zeroshot": {z.task: {"acc": z.acc, "acc_norm": z.acc_norm, "samples": z.samples} for z in result.zeroshot},
-        "zeroshot_mean": None if mean is None else {"acc": mean.acc, "acc_norm": mean.acc_norm},
+        "zeroshot": {z.task: {"acc": z.acc, "acc_norm": z.acc_norm, "samples": z.samples} for z in zeroshot_results},
+        "zeroshot_mean": mean,
         "eval_timings": {
             "load_s": round(load_s, 3),
             "perplexity_s": round(ppl_s, 3),
-            "zeroshot_s": round(result.timings.zeroshot_s, 3),
+            "zeroshot_s": round(sum(z.seconds or 0.0 for z in zeroshot_results), 3),
         },
     }
 
@@ -558,10 +602,17 @@ def protocol_text(protocol: dict[str, Any]) -> str:
         f"Perplexity: {', '.join(ppl['corpora']) or 'none'}; non-overlapping windows of {ppl['seq_len']} tokens over "
         f"the first {ppl['max_tokens'] or 'all'} tokens of each text (the tail window dropped). "
         f"Zero-shot ({zs['num_fewshot']}-shot, local data files): {', '.join(zs['tasks']) or 'none'}, "
-        f"--limit {zs['limit']} items per task; the mean is of acc_norm where a task has it, else acc. "
+        f"--limit {zs['limit']} items per task{_limit_overrides(zs)}; the mean is of acc_norm where a task has it, else acc. "
         f"Calibration: {calib['num_samples']} windows × {calib['seq_len']} tokens. "
         f"Device {protocol['device']}, dtype {protocol['dtype']}."
     )
+
+
+def _limit_overrides(zeroshot: dict[str, Any]) -> str:
+    """The tasks whose limit differs from --limit (cmmlu's applies per subject)."""
+    limits = zeroshot.get("limits") or {}
+    named = [f"{task} {'all' if n is None else n}" for task, n in limits.items() if n != zeroshot["limit"]]
+    return f" except {', '.join(named)}" if named else ""
 
 
 def write_markdown(path: Path, title: str, store: Store, body: str) -> None:
