@@ -183,7 +183,11 @@ def _record(
         "group_size": config.group_size,
         # names, not local paths: the record is published with the export
         "checkpoint": config.directory.expanduser().resolve().name,
-        "exporter": "optimum.exporters.openvino.main_export (task text-generation-with-past, stateful)",
+        "exporter": (
+            "optimum.exporters.openvino.main_export (task text-generation-with-past, stateful)"
+            if config.weights == "fp16"
+            else "optimum.intel.OVModelForCausalLM.from_pretrained(export=True, OVWeightQuantizationConfig)"
+        ),
         "versions": result.get("versions") or environment.versions,
         "check": {
             **agreement.to_dict(),
