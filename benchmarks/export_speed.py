@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES, help="Runtimes timed.")
     parser.add_argument(
+        "--weights", nargs="+", default=list(OV_WEIGHTS), choices=OV_WEIGHTS, help="OpenVINO weight formats."
+    )
+    parser.add_argument(
         "--pruned",
         nargs="+",
         type=Path,
@@ -171,7 +174,7 @@ def configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             )
         for variant in ("base", "pruned"):
             checkpoint = paths[variant]
-            for weights in OV_WEIGHTS:
+            for weights in args.weights:
                 output = paths["ov_root"] / f"ov-{variant}-{weights}"
                 if "export" in args.stages:
                     jobs.append(
@@ -189,7 +192,7 @@ def configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
                         lambda c=checkpoint: _pytorch_speed(c, args),
                     )
                 )
-            for weights in OV_WEIGHTS if "openvino" in args.runtimes else ():
+            for weights in args.weights if "openvino" in args.runtimes else ():
                 output = paths["ov_root"] / f"ov-{variant}-{weights}"
                 jobs.append(
                     (
@@ -204,7 +207,7 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
     return value / reference if value and reference else None
 
 
-def _section(results: dict[str, Any], label: str) -> str:
+def _section(results: dict[str, Any], label: str, formats: list[str]) -> str:
     """One model's table: every runtime and weight format of base and pruned."""
 
     def record(stage: str, **parts: str) -> dict[str, Any]:
@@ -217,12 +220,14 @@ def _section(results: dict[str, Any], label: str) -> str:
     dense = speed("base", "pytorch", "fp32")
     rows = []
     for variant in ("base", "pruned"):
-        for runtime, weights in (("pytorch", "fp32"), *(("openvino", w) for w in OV_WEIGHTS)):
+        for runtime, weights in (("pytorch", "fp32"), *(("openvino", w) for w in formats)):
             timing = speed(variant, runtime, weights)
             same_runtime_base = speed("base", runtime, weights)
-            # PyTorch rows take their perplexity from the fp16 export's check (the same windows)
-            check = record(stage="export", variant=variant, weights="fp16" if runtime == "pytorch" else weights)
-            check = check.get("check") or {}
+            # PyTorch rows take their perplexity from an export's check (the same windows, PyTorch side)
+            checked = [weights] if runtime == "openvino" else formats
+            check = next(
+                (c for w in checked if (c := record(stage="export", variant=variant, weights=w).get("check"))), {}
+            )
             exported = runtime == "openvino" and bool(check)
             rows.append(
                 [
@@ -266,7 +271,7 @@ def render(store: Store, args: argparse.Namespace) -> str:
         f"WT2 PPL: the first {args.ppl_tokens:,} WikiText-2 test tokens in 512-token windows, as each export's check "
         "computed it; 'PPL vs PyTorch' is against the same checkpoint in PyTorch float32."
     )
-    sections = [_section(store.results, resolve_model(name)[0]) for name in args.models]
+    sections = [_section(store.results, resolve_model(name)[0], args.weights) for name in args.models]
     return note + "\n\n" + "\n\n".join(sections)
 
 

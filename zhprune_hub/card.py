@@ -103,6 +103,7 @@ class CardContext(_Frozen):
     ratio: float
     temperature: float
     tau: float | None
+    round_to: int
     params_before: int
     params_after: int
     removed_fraction: float
@@ -361,6 +362,7 @@ def build_context(
         ratio=report["ratio"],
         temperature=report["temperature"],
         tau=report.get("tau"),
+        round_to=int(report.get("round_to") or 1),
         params_before=params["before"]["total"],
         params_after=params["after"]["total"],
         removed_fraction=params["removed_fraction_of_total"],

@@ -228,6 +228,12 @@ def prune(
             "whole; None (auto) = 3, a large value disables it."
         ),
     ] = "None",
+    round_to: Annotated[
+        int,
+        typer.Option(
+            help="Keep every pruned MLP width a multiple of N (e.g. 64) so GPU kernels stay fast; 1 = any width."
+        ),
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Seed for calibration sampling and random scores.")] = 0,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -260,6 +266,7 @@ def prune(
             batch_size=batch_size,
             temperature=temperature,
             tau=tau,
+            round_to=round_to,
             seed=seed,
             device=device,
             dtype=dtype,
@@ -567,6 +574,7 @@ def publish_cmd(
     ] = None,
     temperature: Annotated[float, typer.Option(help="Layer prior strength; 0 = pure global ranking.")] = 1.0,
     tau: Annotated[str, typer.Option(help="Whole-block removal threshold; None = auto.")] = "None",
+    round_to: Annotated[int, typer.Option(help="Keep every pruned MLP width a multiple of N.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for calibration sampling.")] = 0,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",

@@ -67,6 +67,9 @@ class PruneConfig(BaseModel):
         default=None, ge=1, description="Calibration windows per block call; default: enough for 4,096 tokens."
     )
     temperature: float = Field(default=1.0, ge=0.0)
+    round_to: int = Field(
+        default=1, ge=1, le=4096, description="Keep every pruned MLP width a multiple of this (1 = any width)."
+    )
     tau: float | None = Field(default=None, ge=0.0, description="Whole-block removal threshold (≥ 0); None = auto.")
     seed: int = 0
     device: Annotated[str, AfterValidator(_device_name)] = Field(
@@ -215,6 +218,7 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
     import torch
 
     from zhprune_hub.loading import pick_device, pick_dtype
+    from zhprune_hub.prune.allocation import check_round_to
     from zhprune_hub.prune.engine import EngineSettings, StreamedScorer, run_engine
     from zhprune_hub.prune.families import family_for
     from zhprune_hub.prune.importance import METHODS
@@ -243,6 +247,7 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
     method = METHODS[config.method]
     head_dim = head_dim_of(model)
     base_shapes = layer_shapes(model, spec)
+    check_round_to([shape.intermediate_size for shape in base_shapes], config.round_to)
 
     calibration = None
     if method.needs_data:
@@ -268,6 +273,7 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
         temperature=config.temperature,
         tau=config.tau,
         seed=config.seed,
+        round_to=config.round_to,
     )
     with atomic_directory(config.output, overwrite=config.overwrite) as staging:
         writer = CheckpointWriter(staging, dtype=weights.stored_dtype, max_shard_size=config.max_shard_size)
@@ -380,6 +386,8 @@ def build_report(
         "seed": config.seed,
         "temperature": config.temperature,
         "tau": allocation.tau,
+        "round_to": config.round_to,
+        "rounding": allocation.rounding,
         "parameters": parameter_summary(before, after, target),
         "calibration": None if calibration is None else calibration.report(),
         "removed_blocks": plan.removed_blocks,

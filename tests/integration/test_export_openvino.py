@@ -58,11 +58,7 @@ def _config(pruned: Path, text_file: Path, **options: object) -> ExportConfig:
     return ExportConfig(directory=pruned, ppl_corpus=str(text_file), ppl_tokens=1024, ppl_seq_len=128, **options)
 
 
-@pytest.mark.parametrize("weights", ["fp16", "int8"])
-def test_export_is_checked_and_recorded(pruned: Path, text_file: Path, weights: str, tmp_path: Path) -> None:
-    before = _tree(pruned)
-    target = tmp_path / f"ov-{weights}"
-    outcome = export_checkpoint(_config(pruned, text_file, weights=weights, output=target), log=lambda m: None)
+def _assert_checked_and_recorded(outcome, target: Path, weights: str) -> None:
     assert outcome.output == target
     files = {p.name for p in target.iterdir()}
     assert {"openvino_model.xml", "openvino_model.bin", "config.json", "tokenizer.json", RESULT_NAME} <= files
@@ -76,17 +72,20 @@ def test_export_is_checked_and_recorded(pruned: Path, text_file: Path, weights: 
     if weights == "fp16":
         assert check["max_abs_diff"] <= 0.5 and check["top1_agreement"] >= 0.98
     assert record["versions"]["optimum-intel"] and record["versions"]["openvino"]
-    assert _tree(pruned) == before  # the checkpoint is read, never written
 
 
-def test_default_output_and_overwrite(pruned: Path, text_file: Path) -> None:
+def test_export_beside_the_checkpoint_then_overwrite(pruned: Path, text_file: Path) -> None:
+    """int8 to the default place, a second run refused without --overwrite, then fp16 replaces it."""
+    checkpoint = lambda: {k: v for k, v in _tree(pruned).items() if not k.startswith("openvino/")}  # noqa: E731
+    before = checkpoint()
     config = _config(pruned, text_file, weights="int8")
-    outcome = export_checkpoint(config, log=lambda m: None)
-    assert outcome.output == pruned / "openvino"
+    _assert_checked_and_recorded(export_checkpoint(config, log=lambda m: None), pruned / "openvino", "int8")
     with pytest.raises(OutputError, match="already exists and is not empty; pass --overwrite"):
         export_checkpoint(config, log=lambda m: None)
-    again = export_checkpoint(config.model_copy(update={"overwrite": True}), log=lambda m: None)
-    assert (again.output / RESULT_NAME).is_file()
+    assert json.loads((pruned / "openvino" / RESULT_NAME).read_text())["weights"] == "int8"  # refused: untouched
+    again = export_checkpoint(config.model_copy(update={"overwrite": True, "weights": "fp16"}), log=lambda m: None)
+    _assert_checked_and_recorded(again, pruned / "openvino", "fp16")
+    assert checkpoint() == before  # the checkpoint is read, never written
 
 
 def test_failed_check_leaves_nothing_behind(pruned: Path, text_file: Path, tmp_path: Path) -> None:

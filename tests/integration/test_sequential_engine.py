@@ -189,3 +189,26 @@ def test_verify_checks_slices_against_the_base_without_loading_either_model(tiny
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     checks = {c.name: c for c in verify_checkpoint(out, base=str(tiny["qwen2"])).checks}
     assert not checks["plan"].ok and "model.layers.1.self_attn.k_proj.bias" in checks["plan"].detail
+
+
+@pytest.mark.parametrize(("method", "layout"), [("obs", "global"), ("taylor", "uniform")])
+def test_round_to_keeps_widths_aligned_and_records_what_it_changed(tiny, calibration_file, tmp_path, method, layout):
+    out = tmp_path / "out"
+    report = prune(tiny["llama"], out, calibration_file, ratio=0.3, method=method, layout=layout, round_to=32, tau=100)
+    assert report["parameters"]["removed_fraction_of_total"] >= 0.3
+    widths = [lp["intermediate_size"] for lp in report["layers"] if not lp["removed"]]
+    assert widths and all(w % 32 == 0 and w > 0 for w in widths)
+    rounding = report["rounding"]
+    assert report["round_to"] == 32 and rounding["round_to"] == 32
+    assert rounding["intermediate_size"] == [lp["intermediate_size"] for lp in report["layers"]]
+    assert len(rounding["intermediate_size_unrounded"]) == len(widths)
+    assert any("--round-to 32" in note for note in report["notes"])
+    assert verify_checkpoint(out, base=str(tiny["llama"])).ok
+
+
+def test_round_to_that_divides_no_width_is_refused_before_any_output(tiny, calibration_file, tmp_path):
+    from zhprune_hub.errors import RatioError
+
+    with pytest.raises(RatioError, match="--round-to 40 needs every MLP width to be a multiple of 40"):
+        prune(tiny["llama"], tmp_path / "out", calibration_file, round_to=40)
+    assert not (tmp_path / "out").exists()

@@ -136,3 +136,58 @@ def test_cost_curves_without_heads_give_channel_only_budgets():
     assert sum(b.channels for b in budgets) == 40
     # Block 0's removals cost least, so it gives the most channels.
     assert budgets[0].channels == max(b.channels for b in budgets)
+
+
+@pytest.mark.parametrize("layout", ["global", "uniform"])
+@pytest.mark.parametrize("head_unit", ["group", "none"])
+def test_round_to_keeps_every_mlp_width_a_multiple(layout, head_unit):
+    plan, _ = run(target_removed=30_000, layout=layout, head_unit=head_unit, tau=100.0, round_to=16)
+    assert all(len(lp.kept_channels) % 16 == 0 and lp.kept_channels for lp in plan.layers)
+    assert plan.planned_removed >= 30_000
+    unrounded, _ = run(target_removed=30_000, layout=layout, head_unit=head_unit, tau=100.0)
+    assert any(len(lp.kept_channels) % 16 for lp in unrounded.layers)  # the rounding had work to do
+    # A chunk is the next 16 channels in score order: the lowest-scored channels still go first.
+    layer_scores = scores(6)
+    for lp, s in zip(plan.layers, layer_scores, strict=True):
+        gone = sorted(set(range(64)) - set(lp.kept_channels))
+        kept_min = s.channels[lp.kept_channels].min()
+        assert not gone or s.channels[gone].max() <= kept_min
+
+
+def test_round_to_random_floor_keeps_the_multiple():
+    import numpy as np
+
+    plan, _ = run(target_removed=30_000, tau=100.0, round_to=8, random_order=np.random.default_rng(0))
+    assert all(len(lp.kept_channels) % 8 == 0 for lp in plan.layers) and plan.planned_removed >= 30_000
+
+
+def test_round_to_budgets_from_cost_curves_are_multiples():
+    from zhprune_hub.prune.allocation import allocate_by_cost
+
+    channel_curves = [list(torch.arange(1, 58).cumsum(0).double().mul(i + 1).tolist()) for i in range(4)]
+    budgets, _ = allocate_by_cost(
+        [[] for _ in range(4)],
+        channel_curves,
+        [SHAPE] * 4,
+        [COSTS] * 4,
+        target_removed=40 * COSTS.channel,
+        layout="global",
+        head_unit="none",
+        hidden_size=48,
+        heads_must_divide_hidden=False,
+        tau=100.0,
+        round_to=16,
+    )
+    assert all(b.channels % 16 == 0 and 64 - b.channels >= 16 for b in budgets)
+    assert sum(b.channels for b in budgets) >= 40
+    assert budgets[0].channels == max(b.channels for b in budgets)
+
+
+def test_round_to_refuses_a_width_it_cannot_divide():
+    from zhprune_hub.prune.allocation import check_round_to
+
+    check_round_to([64, 64], 32)
+    with pytest.raises(RatioError, match=r"--round-to 48 needs every MLP width to be a multiple of 48.*64 channels"):
+        check_round_to([64], 48)
+    with pytest.raises(RatioError, match="at least two chunks"):
+        check_round_to([64], 64)

@@ -172,6 +172,12 @@ def test_body_fragments_uniform_layout_without_calibration(results):
     assert "No calibration data: the `taylor` method scores weights without data." in text
     assert "License: `mit`, inherited from the base model." in text
     assert "datasets" not in ModelCard(text).data.to_dict()
+    assert "multiple of" not in text  # no --round-to, no rounding sentence
+
+
+def test_round_to_is_stated_in_the_card(results):
+    _, card = _render(results, {**_report(layout="uniform"), "round_to": 64})
+    assert "Every kept MLP width is a multiple of 64 (`--round-to 64`)." in str(card)
 
 
 def _measured_report() -> dict:

@@ -9,13 +9,17 @@ Layer prior: w_l = (s_l / mean s)^T with s_l = 1 - cos(block input, block output
 calibration set; T = 0 is pure global ranking. Whole-block removal: a block whose s_l lies more
 than tau robust deviations (MAD) below the median of all blocks may be removed whole; tau=None
 means auto (3.0), a large tau disables it.
+
+Rounding (`round_to` N > 1): MLP channels are allocated in chunks of N (a chunk's score is the sum
+of its channels', or the cost curve read at multiples of N), so every kept width is a multiple of
+N and GPU kernels keep aligned shapes. Heads are already whole units (a KV group with `group`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -38,6 +42,8 @@ class AllocationReport:
     block_z_scores: list[float] | None
     removed_blocks: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: With --round-to: the multiple, and each block's MLP width with and without rounding.
+    rounding: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -48,12 +54,35 @@ class _LayerUnits:
     head_order: list[list[int]]  # for each head unit, the query heads it removes
     kv_order: list[list[int]]  # for each head unit, the KV heads it removes
     head_cost: int
-    channel_scores: np.ndarray  # ascending
-    channel_order: np.ndarray
-    channel_cost: int
+    channel_scores: np.ndarray  # per channel unit (a chunk of `channel_chunk` channels), ascending
+    channel_order: np.ndarray  # channels in removal order
+    channel_cost: int  # parameters of one channel unit
+    channel_chunk: int = 1
+
+    @property
+    def channel_units(self) -> int:
+        return len(self.channel_scores)
 
 
-def _layer_units(scores: LayerScores, shape: LayerShape, costs: UnitCosts, head_unit: HeadUnit) -> _LayerUnits:
+def check_round_to(intermediate_sizes: list[int], round_to: int) -> None:
+    """Refuse a multiple that no kept MLP width can honour, before any work is done.
+
+    Raises:
+        RatioError: a block's MLP width is not a multiple of `round_to` (or leaves no chunk to cut).
+    """
+    if round_to <= 1:
+        return
+    for width in sorted(set(intermediate_sizes)):
+        if width % round_to or width // round_to < 2:
+            raise RatioError(
+                f"--round-to {round_to} needs every MLP width to be a multiple of {round_to} with at least two "
+                f"chunks, but this model has {width} channels; choose a divisor of {width} (e.g. 64, 32 or 8)."
+            )
+
+
+def _layer_units(
+    scores: LayerScores, shape: LayerShape, costs: UnitCosts, head_unit: HeadUnit, round_to: int = 1
+) -> _LayerUnits:
     heads = scores.heads.double().numpy()
     group = shape.group_size
     if head_unit == "none":
@@ -73,15 +102,19 @@ def _layer_units(scores: LayerScores, shape: LayerShape, costs: UnitCosts, head_
         kv_order = [[] for _ in range(group - 1)]
         head_cost = shape.num_kv_heads * costs.q_head
     channels = scores.channels.double().numpy()
-    channel_order = np.argsort(channels, kind="stable")[: shape.intermediate_size - 1]
+    chunk = max(1, round_to)
+    channel_order = np.argsort(channels, kind="stable")[: shape.intermediate_size - chunk]
+    # A chunk is the next `chunk` channels in score order: its score is theirs summed.
+    channel_scores = channels[channel_order].reshape(-1, chunk).sum(axis=1)
     return _LayerUnits(
         head_scores=head_scores,
         head_order=head_order,
         kv_order=kv_order,
         head_cost=head_cost,
-        channel_scores=channels[channel_order],
+        channel_scores=channel_scores,
         channel_order=channel_order,
-        channel_cost=costs.channel,
+        channel_cost=costs.channel * chunk,
+        channel_chunk=chunk,
     )
 
 
@@ -149,6 +182,7 @@ def allocate(
     tau: float | None = None,
     block_importance: list[float] | None = None,
     random_order: np.random.Generator | None = None,
+    round_to: int = 1,
 ) -> tuple[PruningPlan, AllocationReport]:
     """Decide what every block keeps from per-unit scores.
 
@@ -160,7 +194,7 @@ def allocate(
     """
     prior = layer_prior(block_importance, temperature)
     removed_blocks, units, heads_removed, channels_removed, report = _counts(
-        lambda i: _layer_units(scores[i], shapes[i], costs[i], head_unit),
+        lambda i: _layer_units(scores[i], shapes[i], costs[i], head_unit, round_to),
         shapes,
         costs,
         target_removed=target_removed,
@@ -181,7 +215,8 @@ def allocate(
             layers.append(_removed_layer(index))
             continue
         u = units[index]
-        layers.append(_layer_plan(index, shapes[index], u, heads_removed[index], channels_removed[index]))
+        channels = channels_removed[index] * u.channel_chunk
+        layers.append(_layer_plan(index, shapes[index], u, heads_removed[index], channels))
         planned += heads_removed[index] * u.head_cost + channels_removed[index] * u.channel_cost
     plan = PruningPlan(layers=layers, head_dim=head_dim, target_removed=target_removed, planned_removed=planned)
     return plan, report
@@ -200,6 +235,7 @@ def allocate_by_cost(
     heads_must_divide_hidden: bool,
     tau: float | None = None,
     block_importance: list[float] | None = None,
+    round_to: int = 1,
 ) -> tuple[list[BlockBudget], AllocationReport]:
     """Per-block budgets from cumulative removal costs (cost of removing the first k units of a kind).
 
@@ -209,9 +245,9 @@ def allocate_by_cost(
     """
 
     def units_of(i: int) -> _LayerUnits:
-        return _curve_units(head_costs[i], channel_costs[i], shapes[i], costs[i], head_unit)
+        return _curve_units(head_costs[i], channel_costs[i], shapes[i], costs[i], head_unit, round_to)
 
-    removed_blocks, _units, heads_removed, channels_removed, report = _counts(
+    removed_blocks, units, heads_removed, channels_removed, report = _counts(
         units_of,
         shapes,
         costs,
@@ -229,29 +265,38 @@ def allocate_by_cost(
     budgets = [
         BlockBudget(i, True, 0, 0)
         if i in removed_blocks
-        else BlockBudget(i, False, heads_removed[i], channels_removed[i])
+        else BlockBudget(i, False, heads_removed[i], channels_removed[i] * units[i].channel_chunk)
         for i in range(len(shapes))
     ]
     return budgets, report
 
 
 def _curve_units(
-    head_curve: list[float], channel_curve: list[float], shape: LayerShape, costs: UnitCosts, head_unit: HeadUnit
+    head_curve: list[float],
+    channel_curve: list[float],
+    shape: LayerShape,
+    costs: UnitCosts,
+    head_unit: HeadUnit,
+    round_to: int = 1,
 ) -> _LayerUnits:
     """Units whose 'scores' are marginal removal costs; the order lists are placeholders (cut time decides)."""
     head_cost = (
         costs.kv_head + shape.group_size * costs.q_head if head_unit == "group" else shape.num_kv_heads * costs.q_head
     )
     marginal_heads = np.diff(np.asarray([0.0, *head_curve], dtype=np.float64))
-    marginal_channels = np.diff(np.asarray([0.0, *channel_curve], dtype=np.float64))
+    chunk = max(1, round_to)
+    # The curve read at every chunk boundary: the cumulative cost of removing 1, 2, … chunks.
+    at_chunks = np.asarray(channel_curve, dtype=np.float64)[chunk - 1 :: chunk]
+    marginal_channels = np.diff(np.concatenate([[0.0], at_chunks]))
     return _LayerUnits(
         head_scores=marginal_heads,
         head_order=[[] for _ in head_curve],
         kv_order=[[] for _ in head_curve],
         head_cost=head_cost,
         channel_scores=marginal_channels,
-        channel_order=np.arange(len(channel_curve)),
-        channel_cost=costs.channel,
+        channel_order=np.arange(len(at_chunks) * chunk),
+        channel_cost=costs.channel * chunk,
+        channel_chunk=chunk,
     )
 
 
@@ -288,7 +333,7 @@ def _counts(
     units = {i: units_of(i) for i in range(num_layers) if i not in removed_blocks}
     if random_order is not None:
         units = {i: _shuffled_priority(u, random_order) for i, u in units.items()}
-    capacity = sum(len(u.head_order) * u.head_cost + len(u.channel_order) * u.channel_cost for u in units.values())
+    capacity = sum(len(u.head_order) * u.head_cost + u.channel_units * u.channel_cost for u in units.values())
     if budget > capacity:
         total_possible = capacity + (target_removed - budget)
         raise RatioError(
@@ -307,16 +352,8 @@ def _counts(
 def _shuffled_priority(u: _LayerUnits, generator: np.random.Generator) -> _LayerUnits:
     """The random floor: each unit's priority per parameter is one uniform draw (ascending within a block)."""
     heads = np.sort(generator.random(len(u.head_scores))) * u.head_cost
-    channels = np.sort(generator.random(len(u.channel_scores))) * u.channel_cost
-    return _LayerUnits(
-        head_scores=heads,
-        head_order=u.head_order,
-        kv_order=u.kv_order,
-        head_cost=u.head_cost,
-        channel_scores=channels,
-        channel_order=u.channel_order,
-        channel_cost=u.channel_cost,
-    )
+    channels = np.sort(generator.random(u.channel_units)) * u.channel_cost
+    return replace(u, head_scores=heads, channel_scores=channels)
 
 
 def _global_counts(
@@ -399,7 +436,7 @@ def _uniform_counts(
 
     def total_cost(k_heads: int) -> float:
         k_channels = channels_for(k_heads)
-        if k_channels > len(first.channel_order):
+        if k_channels > first.channel_units:
             return math.inf
         return sum(
             float(units[i].head_scores[:k_heads].sum() + units[i].channel_scores[:k_channels].sum()) for i in indices
@@ -409,7 +446,7 @@ def _uniform_counts(
         preferred = min(candidates, key=lambda k: (total_cost(k), k))
     for k_heads in sorted(candidates, key=lambda k: (abs(k - preferred), k)):
         k_channels = channels_for(k_heads)
-        if k_channels <= len(first.channel_order):
+        if k_channels <= first.channel_units:
             if k_heads != preferred:
                 report.notes.append(
                     f"uniform layout removes {k_heads} head unit(s) per block instead of {preferred}: "

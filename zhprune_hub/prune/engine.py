@@ -38,6 +38,8 @@ class EngineSettings:
     temperature: float = 1.0
     tau: float | None = None
     seed: int = 0
+    #: Every kept MLP width a multiple of this (1: no rounding).
+    round_to: int = 1
 
 
 @dataclass
@@ -120,7 +122,44 @@ def _allocate(
     costs: list[UnitCosts],
     head_dim: int,
 ) -> tuple[list[LayerPlan | BlockBudget], AllocationReport]:
+    """The per-block decisions; with --round-to, the report also shows the widths rounding changed."""
+    decisions, report = _allocate_once(settings, evidence, shapes, costs, head_dim, settings.round_to)
+    if settings.round_to > 1:
+        unrounded, _ = _allocate_once(settings, evidence, shapes, costs, head_dim, 1)
+        rounded_widths = [_mlp_width(d, s) for d, s in zip(decisions, shapes, strict=True)]
+        plain_widths = [_mlp_width(d, s) for d, s in zip(unrounded, shapes, strict=True)]
+        changed = sum(a != b for a, b in zip(rounded_widths, plain_widths, strict=True))
+        report.rounding = {
+            "round_to": settings.round_to,
+            "intermediate_size": rounded_widths,
+            "intermediate_size_unrounded": plain_widths,
+            "blocks_changed": changed,
+        }
+        report.notes.append(
+            f"--round-to {settings.round_to}: every kept MLP width is a multiple of {settings.round_to}; "
+            f"rounding changed the width of {changed} of {len(shapes)} blocks"
+        )
+    return decisions, report
+
+
+def _mlp_width(decision: LayerPlan | BlockBudget, shape: LayerShape) -> int:
+    if decision.removed:
+        return 0
+    if isinstance(decision, BlockBudget):
+        return shape.intermediate_size - decision.channels
+    return decision.intermediate_size
+
+
+def _allocate_once(
+    settings: EngineSettings,
+    evidence: Evidence,
+    shapes: list[LayerShape],
+    costs: list[UnitCosts],
+    head_dim: int,
+    round_to: int,
+) -> tuple[list[LayerPlan | BlockBudget], AllocationReport]:
     common = dict(
+        round_to=round_to,
         target_removed=settings.target_removed,
         layout=settings.layout,
         head_unit=settings.head_unit,
