@@ -95,3 +95,55 @@ def test_hessian_that_never_factors_is_one_sentence():
     h = -100 * torch.eye(3, dtype=torch.float64)
     with pytest.raises(obs.SolveError, match="singular"):
         obs.damped_cholesky_inverse(h, damping=0.01)
+
+
+@pytest.mark.parametrize("repair", [True, False])
+@pytest.mark.parametrize("damping", [1e-12, 0.05])
+def test_refit_errors_equal_the_output_errors_on_the_activations(repair, damping):
+    from zhprune_hub.prune.reconstruct import RepairSettings, _refit
+
+    x, w, h = problem(d_in=16, d_out=6, seed=3)
+    kept = torch.tensor([0, 2, 3, 5, 8, 9, 11, 12, 15])
+    new_weight, record = _refit(w, h, kept, RepairSettings(repair=repair, damping=damping))
+    target = x @ w.T
+    reference = float((target**2).sum())
+    cut = float(((x[:, kept] @ w[:, kept].T - target) ** 2).sum()) / reference
+    after = float(((x[:, kept] @ new_weight.T - target) ** 2).sum()) / reference
+    assert record.error_cut == pytest.approx(cut, rel=1e-9)
+    assert record.error_repaired == pytest.approx(after, rel=1e-9)
+    assert (record.error_repaired < record.error_cut) is repair
+    if not repair:
+        torch.testing.assert_close(new_weight, w[:, kept])
+
+
+def test_refit_keeping_every_column_changes_nothing():
+    from zhprune_hub.prune.reconstruct import RepairSettings, _refit
+
+    _, w, h = problem()
+    new_weight, record = _refit(w, h, torch.arange(w.shape[1]), RepairSettings())
+    assert record.error_cut == record.error_repaired == 0.0
+    torch.testing.assert_close(new_weight, w)
+
+
+def test_column_removal_on_shrinking_matrices_equals_the_full_size_updates():
+    """The compacted greedy removal picks and prices exactly what updating the full H⁻¹ does."""
+    _, w, h = problem(n=600, d_in=40, d_out=7, seed=5)
+    hinv = torch.linalg.inv(h)
+    before = hinv.clone()
+    removal = obs.remove_columns(w, hinv, 30, steps=7)
+    torch.testing.assert_close(hinv, before)  # not modified
+
+    full_w, full_hinv = w.clone(), hinv.clone()
+    alive = torch.ones(40, dtype=torch.bool)
+    order, costs = [], []
+    chunk = -(-30 // 7)
+    while len(order) < 30:
+        scores = (full_w**2).sum(dim=0) / full_hinv.diagonal().clamp_min(torch.finfo(h.dtype).tiny)
+        scores[~alive] = float("inf")
+        picks = torch.topk(scores, min(chunk, 30 - len(order)), largest=False).indices
+        order += picks.tolist()
+        costs += scores[picks].tolist()
+        obs._joint_update(full_w, full_hinv, picks)
+        alive[picks] = False
+    assert removal.order == order
+    assert removal.costs == pytest.approx(costs, rel=1e-9)

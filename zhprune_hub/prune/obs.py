@@ -46,6 +46,12 @@ class Removal:
     costs: list[float]
 
 
+def diagonal_scale(diagonal: torch.Tensor) -> float:
+    """What the dampening is relative to: the mean of H's diagonal (1 for an all-zero H)."""
+    scale = float(diagonal.mean())
+    return scale if scale > 0 else 1.0
+
+
 def damped_cholesky_inverse(h: torch.Tensor, damping: float = DEFAULT_DAMPING) -> tuple[torch.Tensor, float]:
     """(H + d·I)⁻¹ through a Cholesky factorisation, with d = damping × mean(diag H).
 
@@ -56,9 +62,7 @@ def damped_cholesky_inverse(h: torch.Tensor, damping: float = DEFAULT_DAMPING) -
     Raises:
         SolveError: H is not positive definite even with the largest dampening.
     """
-    scale = float(h.diagonal().mean())
-    if not scale > 0:
-        scale = 1.0
+    scale = diagonal_scale(h.diagonal())
     used = damping
     diagonal = h.diagonal()
     for _ in range(_DAMPING_RETRIES):
@@ -97,26 +101,41 @@ def remove_columns(
 
     Costs are refreshed `steps` times: each step removes the cheapest 1/steps of the remaining count
     together and applies their joint update to W and H⁻¹ (a rank-k update), so the work is a few
-    passes over H⁻¹ instead of one per column. `hinv` is consumed (updated in place).
+    passes over H⁻¹ instead of one per column. Removed columns leave the working matrices, so each
+    step costs only what is still alive. `hinv` is not modified.
     """
     if count <= 0:
         return Removal([], [])
-    w = weight.to(hinv.dtype).clone()
-    alive = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
+    w = weight.to(hinv.dtype)
+    alive = torch.arange(w.shape[1], device=w.device)  # original index of every remaining column
     order: list[int] = []
     costs: list[float] = []
     chunk = max(1, -(-count // max(1, steps)))
     while len(order) < count:
         diag = hinv.diagonal().clamp_min(torch.finfo(hinv.dtype).tiny)
         scores = _row_weighted_sq(w, row_weight).sum(dim=0) / diag
-        scores[~alive] = float("inf")
         take = min(chunk, count - len(order))
         picks = torch.topk(scores, take, largest=False).indices
         costs.extend(scores[picks].tolist())
-        order.extend(picks.tolist())
-        _joint_update(w, hinv, picks)
-        alive[picks] = False
+        order.extend(alive[picks].tolist())
+        w, hinv, alive = _drop_jointly(w, hinv, picks, alive)
     return Removal(order, costs)
+
+
+def _drop_jointly(
+    w: torch.Tensor, hinv: torch.Tensor, cols: torch.Tensor, alive: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W and H⁻¹ restricted to the other columns K after removing `cols` (S) jointly.
+
+    W_K − W_S B⁻¹ H⁻¹_S,K and H⁻¹_KK − H⁻¹_K,S B⁻¹ H⁻¹_S,K with B = H⁻¹_SS: the same update as
+    `_joint_update`, computed on the columns that stay only.
+    """
+    keep = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
+    keep[cols] = False
+    solved = torch.linalg.solve(hinv[cols][:, cols], hinv[cols][:, keep])  # B⁻¹ H⁻¹_S,K
+    w_kept = w[:, keep].addmm_(w[:, cols], solved, alpha=-1)
+    hinv_kept = hinv[keep][:, keep].addmm_(hinv[keep][:, cols], solved, alpha=-1)
+    return w_kept, hinv_kept, alive[keep]
 
 
 def remove_column_groups(

@@ -40,25 +40,32 @@ class ProjectionRecord:
     damping: float
 
 
-def _relative_error(w: torch.Tensor, h: torch.Tensor, w_new: torch.Tensor, kept: torch.Tensor) -> float:
-    """‖X_K W'ᵀ − X Wᵀ‖² / ‖X Wᵀ‖² from H alone (no activations kept)."""
-    w, w_new = w.to(h.dtype), w_new.to(h.dtype)
-    reference = (w @ h * w).sum()
-    cross = (w_new @ h[kept, :] * w).sum()
-    own = (w_new @ h[kept][:, kept] * w_new).sum()
-    return float((reference - 2 * cross + own) / reference.clamp_min(torch.finfo(h.dtype).tiny))
-
-
 def _refit(
     weight: torch.Tensor, h: torch.Tensor, kept: torch.Tensor, settings: RepairSettings
 ) -> tuple[torch.Tensor, ProjectionRecord]:
-    """The kept columns, re-fitted (or merely sliced without repair), and the error record."""
+    """The kept columns, re-fitted (or merely sliced without repair), and the error record.
+
+    The errors, relative to ‖X Wᵀ‖² = ⟨W, W·H⟩, come from H alone with W·H formed once (no
+    activations kept, and no further product of W with the full H). Slicing leaves the removed
+    columns' share, ‖X_R W_Rᵀ‖² = ⟨W_R, W_R·H_RR⟩. The fit W' = C_K (H_KK + s·I)⁻¹ with C = W·H
+    satisfies W'·H_KK = C_K − s·W', so its error is ‖X Wᵀ‖² − ⟨W', C_K⟩ − s‖W'‖².
+    """
     sliced = weight[:, kept]
-    cut_error = _relative_error(weight, h, sliced, kept)
-    if not settings.repair or kept.numel() == weight.shape[1]:
+    if kept.numel() == weight.shape[1]:
+        return sliced, ProjectionRecord(0.0, 0.0, 0.0)
+    w = weight.to(h.dtype)
+    removed = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
+    removed[kept] = False
+    wh = w @ h
+    reference = (wh * w).sum().clamp_min(torch.finfo(h.dtype).tiny)
+    w_removed = w[:, removed]
+    cut_error = float(((w_removed @ h[removed][:, removed]) * w_removed).sum() / reference)
+    if not settings.repair:
         return sliced, ProjectionRecord(cut_error, cut_error, 0.0)
-    fitted, used = obs.least_squares(h, weight.to(h.dtype) @ h, kept, damping=settings.damping)
-    repaired_error = _relative_error(weight, h, fitted, kept)
+    fitted, used = obs.least_squares(h, wh, kept, damping=settings.damping)
+    c_kept = wh[:, kept]
+    shift = used * obs.diagonal_scale(h.diagonal()[kept])
+    repaired_error = float((reference - (fitted * c_kept).sum() - shift * (fitted * fitted).sum()) / reference)
     if repaired_error > cut_error:
         # A solve that overfits (too few tokens for the width) is worse than no repair: keep the slice.
         return sliced, ProjectionRecord(cut_error, cut_error, used)
