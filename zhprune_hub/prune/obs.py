@@ -89,6 +89,10 @@ def _row_weighted_sq(w: torch.Tensor, row_weight: torch.Tensor | None) -> torch.
     return sq if row_weight is None else sq * row_weight[:, None]
 
 
+#: Removed columns are dropped from the working matrices once fewer than this share of them is alive.
+_COMPACT_BELOW = 0.75
+
+
 def remove_columns(
     weight: torch.Tensor,
     hinv: torch.Tensor,
@@ -101,41 +105,33 @@ def remove_columns(
 
     Costs are refreshed `steps` times: each step removes the cheapest 1/steps of the remaining count
     together and applies their joint update to W and H⁻¹ (a rank-k update), so the work is a few
-    passes over H⁻¹ instead of one per column. Removed columns leave the working matrices, so each
-    step costs only what is still alive. `hinv` is not modified.
+    passes over H⁻¹ instead of one per column. Once fewer than 3/4 of the working columns are alive
+    the removed ones are dropped from W and H⁻¹, so long removals (the cost curves) get cheaper as
+    they go without paying for a copy at every step. `hinv` is consumed (updated in place).
     """
     if count <= 0:
         return Removal([], [])
-    w = weight.to(hinv.dtype)
-    alive = torch.arange(w.shape[1], device=w.device)  # original index of every remaining column
+    w = weight.to(hinv.dtype).clone()
+    index = torch.arange(w.shape[1], device=w.device)  # original column of each working column
+    alive = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
     order: list[int] = []
     costs: list[float] = []
     chunk = max(1, -(-count // max(1, steps)))
     while len(order) < count:
         diag = hinv.diagonal().clamp_min(torch.finfo(hinv.dtype).tiny)
         scores = _row_weighted_sq(w, row_weight).sum(dim=0) / diag
+        scores[~alive] = float("inf")
         take = min(chunk, count - len(order))
         picks = torch.topk(scores, take, largest=False).indices
         costs.extend(scores[picks].tolist())
-        order.extend(alive[picks].tolist())
-        w, hinv, alive = _drop_jointly(w, hinv, picks, alive)
+        order.extend(index[picks].tolist())
+        _joint_update(w, hinv, picks)
+        alive[picks] = False
+        if int(alive.sum()) < _COMPACT_BELOW * alive.numel():
+            kept = alive.nonzero().squeeze(1)
+            w, hinv, index = w.index_select(1, kept), hinv[kept][:, kept], index[kept]
+            alive = torch.ones(kept.numel(), dtype=torch.bool, device=w.device)
     return Removal(order, costs)
-
-
-def _drop_jointly(
-    w: torch.Tensor, hinv: torch.Tensor, cols: torch.Tensor, alive: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """W and H⁻¹ restricted to the other columns K after removing `cols` (S) jointly.
-
-    W_K − W_S B⁻¹ H⁻¹_S,K and H⁻¹_KK − H⁻¹_K,S B⁻¹ H⁻¹_S,K with B = H⁻¹_SS: the same update as
-    `_joint_update`, computed on the columns that stay only.
-    """
-    keep = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
-    keep[cols] = False
-    solved = torch.linalg.solve(hinv[cols][:, cols], hinv[cols][:, keep])  # B⁻¹ H⁻¹_S,K
-    w_kept = w[:, keep].addmm_(w[:, cols], solved, alpha=-1)
-    hinv_kept = hinv[keep][:, keep].addmm_(hinv[keep][:, cols], solved, alpha=-1)
-    return w_kept, hinv_kept, alive[keep]
 
 
 def remove_column_groups(
