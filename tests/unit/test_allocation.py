@@ -116,7 +116,8 @@ def test_head_unit_none_keeps_attention_whole_and_still_meets_the_target(layout)
         assert len({len(lp.kept_channels) for lp in plan.layers}) == 1
 
 
-def test_cost_curves_without_heads_give_channel_only_budgets():
+def channel_budgets(**options):
+    """Budgets from four blocks' channel cost curves, block i's costs (i + 1) times block 0's."""
     from zhprune_hub.prune.allocation import allocate_by_cost
 
     channel_curves = [list(torch.arange(1, 58).cumsum(0).double().mul(i + 1).tolist()) for i in range(4)]
@@ -131,7 +132,13 @@ def test_cost_curves_without_heads_give_channel_only_budgets():
         hidden_size=48,
         heads_must_divide_hidden=False,
         tau=100.0,
+        **options,
     )
+    return budgets
+
+
+def test_cost_curves_without_heads_give_channel_only_budgets():
+    budgets = channel_budgets()
     assert all(b.head_units == 0 for b in budgets)
     assert sum(b.channels for b in budgets) == 40
     # Block 0's removals cost least, so it gives the most channels.
@@ -162,22 +169,7 @@ def test_round_to_random_floor_keeps_the_multiple():
 
 
 def test_round_to_budgets_from_cost_curves_are_multiples():
-    from zhprune_hub.prune.allocation import allocate_by_cost
-
-    channel_curves = [list(torch.arange(1, 58).cumsum(0).double().mul(i + 1).tolist()) for i in range(4)]
-    budgets, _ = allocate_by_cost(
-        [[] for _ in range(4)],
-        channel_curves,
-        [SHAPE] * 4,
-        [COSTS] * 4,
-        target_removed=40 * COSTS.channel,
-        layout="global",
-        head_unit="none",
-        hidden_size=48,
-        heads_must_divide_hidden=False,
-        tau=100.0,
-        round_to=16,
-    )
+    budgets = channel_budgets(round_to=16)
     assert all(b.channels % 16 == 0 and 64 - b.channels >= 16 for b in budgets)
     assert sum(b.channels for b in budgets) >= 40
     assert budgets[0].channels == max(b.channels for b in budgets)
