@@ -64,9 +64,13 @@ def test_only_one_decoder_block_is_ever_resident(tiny, calibration_file, tmp_pat
     assert report["method"] == "obs" and most[0] == 1 and not resident
 
 
-def test_blockwise_taylor_scores_equal_whole_model_gradients(tiny, calibration_file, monkeypatch):
-    """Taylor scores gathered block by block (gradients of one block at a time) equal whole-model autograd."""
+@pytest.mark.parametrize("gradient_tokens", [1024, 12], ids=["whole-batches", "one-window-at-a-time"])
+def test_blockwise_taylor_scores_equal_whole_model_gradients(tiny, calibration_file, monkeypatch, gradient_tokens):
+    """Taylor scores gathered block by block (gradients of one block at a time) equal whole-model autograd,
+    also when each batch's recomputation with gradients runs one window at a time (a shape the
+    traversal first meets there, so its block arguments are captured then)."""
     monkeypatch.setattr("zhprune_hub.prune.collect._HEAD_CHUNK", 5)  # the loss in several head calls
+    monkeypatch.setattr("zhprune_hub.prune.collect.GRADIENT_BATCH_TOKENS", gradient_tokens)
     from tests.tiny_models import tiny_tokenizer
 
     source = tiny["llama"]
@@ -97,6 +101,34 @@ def test_blockwise_taylor_scores_equal_whole_model_gradients(tiny, calibration_f
     for got, want in zip((b.scores for b in evidence.blocks), expected, strict=True):
         for field in ("heads", "kv_heads", "channels"):
             torch.testing.assert_close(getattr(got, field), getattr(want, field), rtol=1e-4, atol=1e-7)
+
+
+def test_obs_evidence_does_not_depend_on_the_gradient_batch(tiny, monkeypatch):
+    """Fisher diagonals and cost curves are sums over tokens: splitting the recomputation changes nothing."""
+    from tests.tiny_models import tiny_tokenizer
+
+    source = tiny["qwen2"]
+    ids = torch.tensor(tiny_tokenizer()(TEXT)["input_ids"][:48]).reshape(4, 12)
+    config = AutoModelForCausalLM.from_pretrained(source).config
+    spec = family_for(config.model_type)
+
+    def evidence():
+        skeleton = empty_model(config, trust_remote_code=False)
+        streamer = Streamer(skeleton, SafetensorsSource(source), device=torch.device("cpu"), dtype=torch.float32)
+        traversal = Traversal(skeleton, spec, streamer, batch_size=4)
+        return collect(
+            traversal, "obs", traversal.embed(ids), head_unit="group", head_dim=head_dim_of(skeleton), seed=0,
+            scratch=Path("/nonexistent"), labels=ids,
+        ).blocks  # fmt: skip
+
+    whole = evidence()
+    monkeypatch.setattr("zhprune_hub.prune.collect.GRADIENT_BATCH_TOKENS", 12)
+    split = evidence()
+    for a, b in zip(whole, split, strict=True):
+        torch.testing.assert_close(a.fisher_mlp, b.fisher_mlp, rtol=1e-5, atol=1e-12)
+        torch.testing.assert_close(a.fisher_attention, b.fisher_attention, rtol=1e-5, atol=1e-12)
+        assert a.channel_curve.costs == pytest.approx(b.channel_curve.costs, rel=1e-4)
+        assert a.head_curve.costs == pytest.approx(b.head_curve.costs, rel=1e-4)
 
 
 def test_spooled_states_give_the_same_scores(tiny, calibration_file, tmp_path, monkeypatch):

@@ -34,6 +34,10 @@ from zhprune_hub.prune.structure import LayerShape, attention_of, layer_shape, m
 from zhprune_hub.prune.surgery import head_rows
 from zhprune_hub.prune.traversal import States, Traversal, _hidden
 
+#: Tokens per recomputation of a block with gradients on: its autograd graph (the MLP's
+#: intermediate activations above all) is bounded by this, whatever the calibration batch.
+GRADIENT_BATCH_TOKENS = 1024
+
 #: Compensated curves stop at this fraction of a block's channels (no plan removes more).
 MAX_CHANNEL_FRACTION = 0.9
 
@@ -227,15 +231,19 @@ def _backward(
             try:
                 new_grads: States = []
                 for x, g in zip(inputs, grads, strict=True):
-                    hidden = x.to(traversal.device).detach().requires_grad_(True)
-                    with torch.enable_grad():
-                        out = _hidden(block(hidden, **traversal.kwargs(index, hidden)))
-                        out.backward(g.to(traversal.device))
-                    for p in params:
-                        summed[id(p)] += p.grad.float()
-                        p.grad = None
-                    new_grads.append(hidden.grad.detach().to(traversal.state_device))
-                    del out, hidden
+                    step = max(1, GRADIENT_BATCH_TOKENS // x.shape[1])
+                    pieces = []
+                    for start in range(0, x.shape[0], step):
+                        hidden = x[start : start + step].to(traversal.device).detach().requires_grad_(True)
+                        with torch.enable_grad():
+                            out = _hidden(block(hidden, **traversal.kwargs(index, hidden)))
+                            out.backward(g[start : start + step].to(traversal.device))
+                        for p in params:
+                            summed[id(p)] += p.grad.float()
+                            p.grad = None
+                        pieces.append(hidden.grad.detach().to(traversal.state_device))
+                        del out, hidden
+                    new_grads.append(torch.cat(pieces))
             finally:
                 summaries = [h.close() for h in hooks]
                 for p in params:
@@ -250,6 +258,7 @@ def _backward(
                 blocks[index].head_curve = head_cost_curve(
                     o_proj.weight.detach(), h_o, shape, head_unit, head_dim, fisher_mid, damping
                 )
+                del h_o
                 blocks[index].channel_curve = channel_cost_curve(down_proj.weight.detach(), h_d, fisher_out, damping)
             del summed
         grads = new_grads

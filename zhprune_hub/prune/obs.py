@@ -28,10 +28,15 @@ _DAMPING_RETRIES = 4
 _FLOAT64_MAX_WIDTH = 8192
 
 
+def solving_dtype(width: int, device: torch.device) -> torch.dtype:
+    """The precision of an H of this width, from accumulation to solve: float64 on CPU up to 8,192
+    inputs, else float32 (as GPTQ does; one float64 H of LLaMA-7B's 11,008-wide down_proj is 0.97 GB)."""
+    return torch.float64 if width <= _FLOAT64_MAX_WIDTH and device.type == "cpu" else torch.float32
+
+
 def for_solving(h: torch.Tensor) -> torch.Tensor:
-    """H in the precision its solves run in: float64 on CPU up to 8,192 inputs, else float32 (as GPTQ does)."""
-    wide = h.shape[0] > _FLOAT64_MAX_WIDTH or h.device.type != "cpu"
-    return h.float() if wide else h.double()
+    """H in the precision its solves run in (see `solving_dtype`)."""
+    return h.to(solving_dtype(h.shape[0], h.device))
 
 
 class SolveError(ZhpruneError):
@@ -57,7 +62,8 @@ def damped_cholesky_inverse(h: torch.Tensor, damping: float = DEFAULT_DAMPING) -
 
     A factorisation that fails (H numerically singular, e.g. dead channels) is retried with ten
     times the dampening, up to four times; the dampening actually used is returned. The dampening
-    is added to H's diagonal in place and taken off again, so no second n × n matrix is built.
+    is added to H's diagonal in place and taken off again, and the inverse overwrites the factor,
+    so H and one more n × n matrix are all that ever exist.
 
     Raises:
         SolveError: H is not positive definite even with the largest dampening.
@@ -73,9 +79,7 @@ def damped_cholesky_inverse(h: torch.Tensor, damping: float = DEFAULT_DAMPING) -
         finally:
             diagonal.sub_(shift)
         if int(info) == 0:
-            inverse = torch.cholesky_inverse(factor)
-            del factor
-            return inverse, used
+            return torch.cholesky_inverse(factor, out=factor), used
         del factor
         used = max(used, 1e-4) * 10
     raise SolveError(
@@ -129,7 +133,7 @@ def remove_columns(
         alive[picks] = False
         if int(alive.sum()) < _COMPACT_BELOW * alive.numel():
             kept = alive.nonzero().squeeze(1)
-            w, hinv, index = w.index_select(1, kept), hinv[kept][:, kept], index[kept]
+            w, hinv, index = w.index_select(1, kept), hinv[kept[:, None], kept], index[kept]
             alive = torch.ones(kept.numel(), dtype=torch.bool, device=w.device)
     return Removal(order, costs)
 
@@ -193,6 +197,5 @@ def least_squares(
     Returns the new weight [out, |K|] in H's dtype and the dampening used (raised when the solve is
     ill-conditioned).
     """
-    hk = h[kept][:, kept]
-    inverse, used = damped_cholesky_inverse(hk, damping)
+    inverse, used = damped_cholesky_inverse(h[kept[:, None], kept], damping)
     return cross[:, kept].to(inverse.dtype) @ inverse, used

@@ -54,12 +54,13 @@ def _refit(
     if kept.numel() == weight.shape[1]:
         return sliced, ProjectionRecord(0.0, 0.0, 0.0)
     w = weight.to(h.dtype)
-    removed = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
-    removed[kept] = False
+    is_removed = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
+    is_removed[kept] = False
+    removed = is_removed.nonzero().squeeze(1)
     wh = w @ h
     reference = (wh * w).sum().clamp_min(torch.finfo(h.dtype).tiny)
     w_removed = w[:, removed]
-    cut_error = float(((w_removed @ h[removed][:, removed]) * w_removed).sum() / reference)
+    cut_error = float(((w_removed @ h[removed[:, None], removed]) * w_removed).sum() / reference)
     if not settings.repair:
         return sliced, ProjectionRecord(cut_error, cut_error, 0.0)
     fitted, used = obs.least_squares(h, wh, kept, damping=settings.damping)

@@ -2,7 +2,7 @@
 
 Each collector hooks one module of the resident block and accumulates a fixed-size summary
 (never the activations themselves): the second-moment matrix XᵀX of a projection's inputs in
-float64, its diagonal alone, the cross moment YᵀX against a target, the squared gradient per
+the precision its solves run in (float64 on CPU up to 8,192 inputs), its diagonal alone, the cross moment YᵀX against a target, the squared gradient per
 output dimension, the block's 1 − cos(input, output).
 """
 
@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from zhprune_hub.prune import obs
+
 #: Rows per matmul when accumulating XᵀX: the product runs in the inputs' precision (fp32 or bf16
-#: upcast to fp32) over a bounded number of tokens, and is summed in float64 across chunks.
+#: upcast to fp32) over a bounded number of tokens, and is summed across chunks in H's own precision.
 _CHUNK = 4096
 
 
@@ -24,10 +26,11 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def gram(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Add XᵀX of `x` ([..., n]) to `out` (float64 [n, n], created when None) and return it."""
+    """Add XᵀX of `x` ([..., n]) to `out` ([n, n] in `obs.solving_dtype`, created when None) and return it."""
     rows = _rows(x)
     if out is None:
-        out = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
+        width = rows.shape[1]
+        out = torch.zeros(width, width, dtype=obs.solving_dtype(width, rows.device), device=rows.device)
     for start in range(0, rows.shape[0], _CHUNK):
         chunk = rows[start : start + _CHUNK].float()
         out.add_(chunk.T @ chunk)
@@ -63,9 +66,11 @@ class InputMoments:
             self.value = sq if self.value is None else self.value + sq
 
     def close(self) -> torch.Tensor:
+        """The moments, handed over: the collector keeps no reference, so the caller alone decides when they go."""
         self._handle.remove()
-        assert self.value is not None, "the hooked module never ran"
-        return self.value
+        value, self.value = self.value, None
+        assert value is not None, "the hooked module never ran"
+        return value
 
 
 class OutputFisher:

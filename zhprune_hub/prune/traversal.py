@@ -75,19 +75,21 @@ class Traversal:
     def prefix(self, index: int) -> str:
         return f"{self.spec.layers_path}.{index}"
 
-    def _capture(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _capture(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Run the decoder's own forward on `input_ids` or `inputs_embeds` until the blocks; keep their arguments."""
         record: dict[int, dict[str, Any]] = {}
         recorders = nn.ModuleList(
             [_Recorder(block, i, i == len(self.layers) - 1, record) for i, block in enumerate(self.layers)]
         )
         setattr(self._decoder, self._layers_attr, recorders)
         try:
-            self._decoder(input_ids=input_ids, use_cache=False)
+            self._decoder(**inputs, use_cache=False)
         except _Captured:
             pass
         finally:
             setattr(self._decoder, self._layers_attr, self.layers)
-        self._kwargs.setdefault(tuple(input_ids.shape[:2]), {i: r["kwargs"] for i, r in record.items()})
+        shape = next(iter(inputs.values())).shape[:2]
+        self._kwargs.setdefault(tuple(shape), {i: r["kwargs"] for i, r in record.items()})
         return record[0]["hidden"]
 
     @torch.no_grad()
@@ -99,11 +101,20 @@ class Traversal:
         with self.streamer.resident(embeddings, name):
             for start in range(0, input_ids.shape[0], self.batch_size):
                 batch = input_ids[start : start + self.batch_size].to(self.device)
-                states.append(self._capture(batch).to(self.state_device))
+                states.append(self._capture(input_ids=batch).to(self.state_device))
         return states
 
     def kwargs(self, index: int, batch: torch.Tensor) -> dict[str, Any]:
-        return self._kwargs[tuple(batch.shape[:2])][index]
+        """What the model's forward gives block `index` for hidden states shaped like `batch`.
+
+        A shape not seen at embedding time (a smaller slice of a batch) is captured then, from
+        placeholder hidden states: the arguments depend on the shape only, never on the values.
+        """
+        shape = tuple(batch.shape[:2])
+        if shape not in self._kwargs:
+            with torch.no_grad():
+                self._capture(inputs_embeds=torch.zeros(*shape, batch.shape[-1], dtype=batch.dtype, device=self.device))
+        return self._kwargs[shape][index]
 
     @contextmanager
     def block(self, index: int) -> Iterator[nn.Module]:
