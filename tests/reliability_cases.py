@@ -267,6 +267,7 @@ def _prune_flag_cases() -> list[Case]:
         ("seq-len", "1", "calibration window of one token"),
         ("batch-size", "0", "batch size 0"),
         ("round-to", "0", "round-to zero"),
+        ("correction", "1.5", "stream correction above 1"),
         ("temperature", "-1", "negative temperature"),
         ("temperature", "nan", "temperature NaN"),
         ("tau", "-1", "negative tau"),

@@ -104,6 +104,8 @@ class CardContext(_Frozen):
     temperature: float
     tau: float | None
     round_to: int
+    #: The report's `repair` record: enabled, damping, stream_correction, mean errors per projection.
+    repair: dict[str, Any]
     params_before: int
     params_after: int
     removed_fraction: float
@@ -363,6 +365,7 @@ def build_context(
         temperature=report["temperature"],
         tau=report.get("tau"),
         round_to=int(report.get("round_to") or 1),
+        repair=dict(report.get("repair") or {}),
         params_before=params["before"]["total"],
         params_after=params["after"]["total"],
         removed_fraction=params["removed_fraction_of_total"],

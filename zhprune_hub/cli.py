@@ -91,6 +91,13 @@ RepairOption = Annotated[
 DampingOption = Annotated[
     float, typer.Option("--damping", help="Least-squares dampening, relative to the mean diagonal of XᵀX.")
 ]
+CorrectionOption = Annotated[
+    float,
+    typer.Option(
+        "--correction",
+        help="Share (0–1) of the residual-stream error of earlier blocks that each repair undoes; 0 = local fit only.",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -192,6 +199,7 @@ def prune(
     method: MethodOption = "obs",
     repair: RepairOption = True,
     damping: DampingOption = 0.01,
+    correction: CorrectionOption = 0.5,
     layout: Annotated[
         str,
         typer.Option(
@@ -210,7 +218,7 @@ def prune(
     ] = "auto",
     language: Annotated[str | None, typer.Option(help="zh or en: language of a calibration file.")] = None,
     data_dir: DataDirOption = None,
-    num_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
+    num_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 512,
     seq_len: Annotated[int, typer.Option(help="Tokens per calibration window.")] = 128,
     batch_size: Annotated[
         int | None, typer.Option(help="Calibration windows per block call (default: 4,096 tokens' worth).")
@@ -256,6 +264,7 @@ def prune(
             method=method,
             repair=repair,
             damping=damping,
+            correction=correction,
             layout=layout,
             head_unit=head_unit,
             calibration=calibration,
@@ -562,12 +571,13 @@ def publish_cmd(
     method: MethodOption = "obs",
     repair: RepairOption = True,
     damping: DampingOption = 0.01,
+    correction: CorrectionOption = 0.5,
     layout: Annotated[str, typer.Option(help="global (trust_remote_code) or uniform (stock config).")] = "global",
     head_unit: Annotated[str, typer.Option(help="group, query or none.")] = "group",
     calibration: Annotated[str, typer.Option(help="Corpus name, alias, mix, file path, or auto.")] = "auto",
     language: Annotated[str | None, typer.Option(help="zh or en: language of a calibration file.")] = None,
     data_dir: DataDirOption = None,
-    num_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
+    num_samples: Annotated[int, typer.Option(help="Calibration windows.")] = 512,
     publish_seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per calibration window.")] = 128,
     publish_batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Calibration windows per block call (default: 4,096 tokens).")

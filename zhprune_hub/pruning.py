@@ -26,6 +26,10 @@ REPORT_NAME = "zhprune_pruning.json"
 #: Tokens per block call when --batch-size is not given: big enough for efficient matmuls, small
 #: next to the block's weights even at 7B widths.
 CALIBRATION_BATCH_TOKENS = 4096
+#: Calibration windows by default: 512 × 128 tokens (quality kept improving up to 512 in BENCHMARKS.md).
+DEFAULT_NUM_SAMPLES = 512
+#: Share of the accumulated residual-stream error each repair undoes (BENCHMARKS.md: 0.5 measured best of 0, 0.5, 1).
+DEFAULT_CORRECTION = 0.5
 
 
 def _device_name(value: str) -> str:
@@ -52,6 +56,13 @@ class PruneConfig(BaseModel):
     damping: float = Field(
         default=0.01, gt=0.0, le=1.0, description="Least-squares dampening, relative to the mean diagonal of XᵀX."
     )
+    correction: float = Field(
+        default=DEFAULT_CORRECTION,
+        ge=0.0,
+        le=1.0,
+        description="Share of the residual-stream error accumulated by earlier blocks that each repair undoes "
+        "(0 = each projection only reproduces its own dense output).",
+    )
     layout: Literal["global", "uniform"] = Field(default="global")
     head_unit: Literal["group", "query", "none"] = Field(
         default="group",
@@ -61,7 +72,11 @@ class PruneConfig(BaseModel):
     calibration: str = Field(default="auto", description="Corpus name, alias, mix or path; auto matches the model.")
     language: Literal["zh", "en"] | None = Field(default=None, description="Language of a calibration file.")
     data_dir: Path | None = None
-    num_samples: int = Field(default=128, ge=1)
+    num_samples: int = Field(
+        default=DEFAULT_NUM_SAMPLES,
+        ge=1,
+        description="Calibration windows; the repair over-fits fewer tokens (BENCHMARKS.md: 128 → 512 windows).",
+    )
     seq_len: int = Field(default=128, ge=2)
     batch_size: int | None = Field(
         default=None, ge=1, description="Calibration windows per block call; default: enough for 4,096 tokens."
@@ -269,7 +284,7 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
         target_removed=target,
         hidden_size=model.config.hidden_size,
         heads_must_divide_hidden=spec.heads_must_divide_hidden,
-        repair=RepairSettings(repair=config.repair, damping=config.damping),
+        repair=RepairSettings(repair=config.repair, damping=config.damping, correction=config.correction),
         temperature=config.temperature,
         tau=config.tau,
         seed=config.seed,
@@ -421,7 +436,12 @@ def build_report(
 
 def _repair_summary(config: PruneConfig, repairs: list[dict[str, Any]]) -> dict[str, Any]:
     """Whether kept weights were re-fitted, and by how much that cut the per-block output error."""
-    summary: dict[str, Any] = {"enabled": config.repair, "damping": config.damping, "solver": "damped least squares"}
+    summary: dict[str, Any] = {
+        "enabled": config.repair,
+        "damping": config.damping,
+        "stream_correction": config.correction if config.repair else 0.0,
+        "solver": "damped least squares",
+    }
     for name in ("o_proj", "down_proj"):
         records = [r[name] for r in repairs if name in r]
         if records:

@@ -226,7 +226,7 @@ def prune_command(report: dict[str, Any], directory: Path) -> str:
     if options.get("repair") is False:
         parts.append("--no-repair")
     for key in ("ratio", "method", "layout", "head_unit", "calibration", "language", "num_samples", "seq_len",
-                "damping", "temperature", "tau", "seed", "gguf_file", "revision"):  # fmt: skip
+                "damping", "correction", "round_to", "temperature", "tau", "seed", "gguf_file", "revision"):  # fmt: skip
         value = options.get(key)
         if value is not None or key == "tau":
             parts += [f"--{key.replace('_', '-')}", shlex.quote("None" if value is None else str(value))]

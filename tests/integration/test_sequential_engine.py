@@ -131,6 +131,42 @@ def test_obs_evidence_does_not_depend_on_the_gradient_batch(tiny, monkeypatch):
         assert a.head_curve.costs == pytest.approx(b.head_curve.costs, rel=1e-4)
 
 
+def test_stream_correction_is_fitted_towards_the_dense_models_own_stream(tiny, calibration_file, tmp_path, monkeypatch):
+    """Each block's repair sees the dense model's hidden states at that block (not the pruned stream's), and
+    the report says how much of the accumulated error the repairs undid."""
+    from zhprune_hub.prune import engine
+
+    windows: list[torch.Tensor] = []
+    embed = Traversal.embed
+
+    def spy_embed(self, input_ids):
+        windows.append(input_ids.clone())
+        return embed(self, input_ids)
+
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    cut_block = engine.cut_block
+
+    def spy_cut(traversal, index, block, states, decision, **options):
+        seen[index] = (torch.cat(options["dense_states"]), torch.cat(states))
+        return cut_block(traversal, index, block, states, decision, **options)
+
+    monkeypatch.setattr(Traversal, "embed", spy_embed)
+    monkeypatch.setattr(engine, "cut_block", spy_cut)
+    report = prune(tiny["llama"], tmp_path / "out", calibration_file, ratio=0.25, correction=0.5)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny["llama"]).eval()
+    with torch.no_grad():
+        hidden = model(input_ids=windows[-1], output_hidden_states=True).hidden_states
+    assert sorted(seen) == list(range(5))
+    for index, (dense, pruned) in seen.items():
+        torch.testing.assert_close(dense, hidden[index], rtol=1e-4, atol=1e-5)
+        if index > 0:
+            assert not torch.allclose(pruned, hidden[index], atol=1e-3), "the pruned stream must differ"
+    assert report["repair"]["stream_correction"] == 0.5
+    assert report["options"]["correction"] == 0.5
+    assert verify_checkpoint(tmp_path / "out").ok
+
+
 def test_spooled_states_give_the_same_scores(tiny, calibration_file, tmp_path, monkeypatch):
     """With a zero memory budget every block's states go to disk and back; the plan must not change."""
     in_memory = prune(tiny["llama"], tmp_path / "a", calibration_file, ratio=0.25, method="taylor")

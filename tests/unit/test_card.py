@@ -180,6 +180,21 @@ def test_round_to_is_stated_in_the_card(results):
     assert "Every kept MLP width is a multiple of 64 (`--round-to 64`)." in str(card)
 
 
+def test_the_repair_and_its_stream_correction_are_stated_in_the_card(results):
+    repair = {
+        "enabled": True, "damping": 0.01, "stream_correction": 0.5, "solver": "damped least squares",
+        "down_proj": {"mean_relative_error_cut": 0.2, "mean_relative_error_repaired": 0.05},
+    }  # fmt: skip
+    text = str(_render(results, {**_report(), "repair": repair})[1])
+    assert "re-fitted by damped least squares (dampening 0.01 of the mean diagonal)" in text
+    assert "undoing 50% of the residual-stream error left by the blocks before it (`--correction 0.5`)" in text
+    assert "from 20.0% to 5.0% on average (cut → repaired)" in text
+    local = str(_render(results, {**_report(), "repair": {**repair, "stream_correction": 0.0}})[1])
+    assert "re-fitted by damped least squares" in local and "--correction" not in local
+    off = str(_render(results, {**_report(), "repair": {"enabled": False, "damping": 0.01}})[1])
+    assert "Repair: none (`--no-repair`)" in off
+
+
 def _measured_report() -> dict:
     report = _report()
     figure = {"source": "/data/x", "bytes": 8000, "tokens": 2000}

@@ -116,6 +116,49 @@ def test_refit_errors_equal_the_output_errors_on_the_activations(repair, damping
         torch.testing.assert_close(new_weight, w[:, kept])
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_stream_corrected_refit_is_the_damped_fit_of_its_target(alpha):
+    """With a stream target R, the fit and both errors are those of T = (1 − α)·X Wᵀ + α·R, from activations."""
+    from zhprune_hub.prune.reconstruct import RepairSettings, StreamTarget, _refit
+
+    x, w, h = problem(d_in=16, d_out=6, seed=4)
+    generator = torch.Generator().manual_seed(9)
+    r = x @ w.T + 0.3 * torch.randn(x.shape[0], w.shape[0], generator=generator, dtype=torch.float64)
+    stream = StreamTarget.empty(w.shape[0], w.shape[1], torch.device("cpu"))
+    stream.add(r[:150], x[:150])  # accumulated in two batches, as the engine does
+    stream.add(r[150:], x[150:])
+    kept = torch.tensor([0, 1, 4, 5, 7, 9, 10, 13, 14])
+    damping = 0.02
+    new_weight, record = _refit(w, h, kept, RepairSettings(damping=damping, correction=alpha), stream)
+
+    target = (1 - alpha) * (x @ w.T) + alpha * r
+    xk = x[:, kept]
+    hk = xk.T @ xk
+    shift = damping * float(h.diagonal()[kept].mean())
+    expected = torch.linalg.solve(hk + shift * torch.eye(len(kept), dtype=hk.dtype), xk.T @ target).T
+    # Σ r xᵀ is accumulated from float32 products (as XᵀX is in the engine): float32 agreement.
+    torch.testing.assert_close(new_weight, expected, rtol=1e-5, atol=1e-7)
+    reference = float((target**2).sum())
+    cut = float(((xk @ w[:, kept].T - target) ** 2).sum()) / reference
+    after = float(((xk @ new_weight.T - target) ** 2).sum()) / reference
+    assert record.error_cut == pytest.approx(cut, rel=1e-5)
+    assert record.error_repaired == pytest.approx(after, rel=1e-5)
+    assert record.error_repaired < record.error_cut
+
+
+def test_stream_correction_is_ignored_without_repair():
+    from zhprune_hub.prune.reconstruct import RepairSettings, StreamTarget, _refit
+
+    x, w, h = problem(d_in=10, d_out=4, seed=5)
+    stream = StreamTarget.empty(4, 10, torch.device("cpu"))
+    stream.add(torch.randn(x.shape[0], 4, dtype=torch.float64), x)
+    kept = torch.tensor([0, 2, 3, 6, 9])
+    _, plain_record = _refit(w, h, kept, RepairSettings(repair=False))
+    sliced, record = _refit(w, h, kept, RepairSettings(repair=False, correction=1.0), stream)
+    torch.testing.assert_close(sliced, w[:, kept])
+    assert record == plain_record
+
+
 def test_refit_keeping_every_column_changes_nothing():
     from zhprune_hub.prune.reconstruct import RepairSettings, _refit
 

@@ -205,14 +205,23 @@ def _cut_all(
     writer: CheckpointWriter,
     tick: Callable[[str], None],
 ) -> tuple[list[LayerPlan], list[dict[str, ProjectionRecord]]]:
-    """Pass 2: cut every block in order on the pruned stream and spool it to the writer."""
+    """Pass 2: cut every block in order on the pruned stream and spool it to the writer.
+
+    With a stream correction the dense model's own stream runs alongside (each dense block on the
+    dense block's inputs, removed blocks included), so every repair knows where the dense residual is.
+    """
     spec = traversal.spec
     layers: list[LayerPlan] = []
     repairs: list[dict[str, ProjectionRecord]] = []
     kept_so_far = 0
     data_free = states is None
+    repair = settings.repair
+    dense = list(states) if (states is not None and repair.repair and repair.correction > 0) else None
     for index, decision in enumerate(decisions):
         if decision.removed:
+            if dense is not None:
+                with traversal.block(index) as block:
+                    dense = traversal.run(index, block, dense)
             layers.append(_removed_layer(index))
             repairs.append({})
             tick("cut")
@@ -227,7 +236,7 @@ def _cut_all(
                 layer_plan, record, outputs = decision, {}, None
             else:
                 block_evidence: BlockEvidence = evidence.blocks[index]
-                outputs, layer_plan, record = cut_block(
+                cut = cut_block(
                     traversal,
                     index,
                     block,
@@ -238,7 +247,9 @@ def _cut_all(
                     settings=settings.repair,
                     fisher_attention=block_evidence.fisher_attention,
                     fisher_mlp=block_evidence.fisher_mlp,
+                    dense_states=dense,
                 )
+                outputs, layer_plan, record, dense = cut.outputs, cut.plan, cut.records, cut.dense_outputs
             # The KV cache is indexed by layer_idx; removed blocks leave no gaps.
             getattr(block, spec.attention).layer_idx = kept_so_far
             prefix = f"{spec.layers_path}.{kept_so_far}."

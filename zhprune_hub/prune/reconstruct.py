@@ -7,6 +7,13 @@ re-fitted by damped least squares so the block's attention output on these input
 dense weights give. Then the MLP, on the repaired attention's output, the same way through
 down_proj. Inputs to q/k/v and gate/up are never changed; biases of q/k/v (and gate/up) follow
 their rows; an output projection's bias keeps its size.
+
+With a stream correction α > 0 the fit's target also carries α of the error the pruned model
+has accumulated in the residual stream by then: the dense model's own stream (the dense block on
+the dense block's inputs) says where the residual should be after this projection, and the
+projection is fitted towards (1 − α)·(its dense output on the pruned inputs) + α·(what would put
+the pruned residual back there). α = 1 asks each projection to undo all earlier error, which
+over-fits the calibration tokens; a share of it measures best (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -19,16 +26,50 @@ from torch import nn
 from zhprune_hub.prune import obs
 from zhprune_hub.prune.allocation import BlockBudget
 from zhprune_hub.prune.plan import LayerPlan
-from zhprune_hub.prune.statistics import capture_input, gram
+from zhprune_hub.prune.statistics import capture_input, cross, gram
 from zhprune_hub.prune.structure import attention_of, layer_shape, mlp_of
 from zhprune_hub.prune.surgery import head_rows, slice_linear
-from zhprune_hub.prune.traversal import States, Traversal
+from zhprune_hub.prune.traversal import States, Traversal, _hidden
 
 
 @dataclass(frozen=True)
 class RepairSettings:
     repair: bool = True
     damping: float = obs.DEFAULT_DAMPING
+    #: Share α of the accumulated residual-stream error each re-fitted projection is asked to undo.
+    correction: float = 0.0
+
+
+@dataclass
+class StreamTarget:
+    """Where the dense model puts the residual stream after one projection, seen from the pruned inputs X.
+
+    `cross` = Σ r xᵀ and `energy` = Σ ‖r‖² over calibration tokens, with r the dense stream's value
+    after the projection minus the pruned stream's value before it: the output that would put the
+    pruned residual back on the dense one.
+    """
+
+    cross: torch.Tensor
+    energy: float
+
+    def add(self, r: torch.Tensor, x: torch.Tensor) -> None:
+        cross(r, x, self.cross)
+        self.energy += float(r.double().pow(2).sum())
+
+    @classmethod
+    def empty(cls, outputs: int, inputs: int, device: torch.device) -> StreamTarget:
+        return cls(torch.zeros(outputs, inputs, dtype=torch.float64, device=device), 0.0)
+
+
+@dataclass
+class BlockCut:
+    """One block's pass-2 result: its outputs on the pruned stream, what it kept, how the repair went."""
+
+    outputs: States
+    plan: LayerPlan
+    records: dict[str, ProjectionRecord]
+    #: The dense block's outputs on the dense stream (with a stream correction), the next block's target.
+    dense_outputs: States | None = None
 
 
 @dataclass(frozen=True)
@@ -41,32 +82,52 @@ class ProjectionRecord:
 
 
 def _refit(
-    weight: torch.Tensor, h: torch.Tensor, kept: torch.Tensor, settings: RepairSettings
+    weight: torch.Tensor,
+    h: torch.Tensor,
+    kept: torch.Tensor,
+    settings: RepairSettings,
+    stream: StreamTarget | None = None,
 ) -> tuple[torch.Tensor, ProjectionRecord]:
     """The kept columns, re-fitted (or merely sliced without repair), and the error record.
 
-    The errors, relative to ‖X Wᵀ‖² = ⟨W, W·H⟩, come from H alone with W·H formed once (no
-    activations kept, and no further product of W with the full H). Slicing leaves the removed
-    columns' share, ‖X_R W_Rᵀ‖² = ⟨W_R, W_R·H_RR⟩. The fit W' = C_K (H_KK + s·I)⁻¹ with C = W·H
-    satisfies W'·H_KK = C_K − s·W', so its error is ‖X Wᵀ‖² − ⟨W', C_K⟩ − s‖W'‖².
+    The target is T = X Wᵀ, or with a stream correction α, T = (1 − α)·X Wᵀ + α·R (R the rows r
+    of `stream`); C = Tᵀ X = (1 − α)·W·H + α·Σ r xᵀ. The errors, relative to ‖T‖², come from H,
+    C and W·H formed once (no activations kept). Slicing leaves ‖T‖² − 2⟨W_K, C_K⟩ + ⟨W_K, W_K·H_KK⟩,
+    where ⟨W_K, W_K·H_KK⟩ = ⟨W_K, (W·H)_K⟩ − ⟨W_R, (W·H)_R⟩ + ⟨W_R, W_R·H_RR⟩ (for α = 0 this is
+    ⟨W_R, W_R·H_RR⟩). The fit W' = C_K (H_KK + s·I)⁻¹ satisfies W'·H_KK = C_K − s·W', so its error
+    is ‖T‖² − ⟨W', C_K⟩ − s‖W'‖².
     """
     sliced = weight[:, kept]
     if kept.numel() == weight.shape[1]:
+        # A projection that loses nothing is left as it is, stream correction or not.
         return sliced, ProjectionRecord(0.0, 0.0, 0.0)
+    alpha = settings.correction if (settings.repair and stream is not None) else 0.0
     w = weight.to(h.dtype)
     is_removed = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
     is_removed[kept] = False
     removed = is_removed.nonzero().squeeze(1)
     wh = w @ h
-    reference = (wh * w).sum().clamp_min(torch.finfo(h.dtype).tiny)
+    dense_energy = (wh * w).sum()
     w_removed = w[:, removed]
-    cut_error = float(((w_removed @ h[removed[:, None], removed]) * w_removed).sum() / reference)
+    removed_energy = ((w_removed @ h[removed[:, None], removed]) * w_removed).sum()
+    if alpha:
+        r_cross = stream.cross.to(h.dtype)  # type: ignore[union-attr]
+        c = (1 - alpha) * wh + alpha * r_cross
+        energy = (1 - alpha) ** 2 * dense_energy + 2 * alpha * (1 - alpha) * (w * r_cross).sum()
+        energy = energy + alpha**2 * stream.energy  # type: ignore[union-attr]
+        w_kept = w[:, kept]
+        kept_energy = (w_kept * wh[:, kept]).sum() - (w_removed * wh[:, removed]).sum() + removed_energy
+        slice_energy = energy - 2 * (w_kept * c[:, kept]).sum() + kept_energy
+    else:
+        c, energy, slice_energy = wh, dense_energy, removed_energy
+    c_kept = c[:, kept]
+    reference = energy.clamp_min(torch.finfo(h.dtype).tiny)
+    cut_error = float(slice_energy / reference)
     if not settings.repair:
         return sliced, ProjectionRecord(cut_error, cut_error, 0.0)
-    fitted, used = obs.least_squares(h, wh, kept, damping=settings.damping)
-    c_kept = wh[:, kept]
+    fitted, used = obs.least_squares(h, c, kept, damping=settings.damping)
     shift = used * obs.diagonal_scale(h.diagonal()[kept])
-    repaired_error = float((reference - (fitted * c_kept).sum() - shift * (fitted * fitted).sum()) / reference)
+    repaired_error = float((energy - (fitted * c_kept).sum() - shift * (fitted * fitted).sum()) / reference)
     if repaired_error > cut_error:
         # A solve that overfits (too few tokens for the width) is worse than no repair: keep the slice.
         return sliced, ProjectionRecord(cut_error, cut_error, used)
@@ -133,30 +194,42 @@ def cut_block(
     settings: RepairSettings,
     fisher_attention: torch.Tensor | None = None,
     fisher_mlp: torch.Tensor | None = None,
-) -> tuple[States, LayerPlan, dict[str, ProjectionRecord]]:
-    """Prune block `index` in place and return its outputs on `states`, what it kept, and repair records.
+    dense_states: States | None = None,
+) -> BlockCut:
+    """Prune block `index` in place; return its outputs on `states`, what it kept, and repair records.
 
     `decision` is either a ranking plan's LayerPlan (which units go is fixed) or a BlockBudget
     (how many go; chosen here by compensated cost, weighted by the given Fisher diagonals).
+    `dense_states`, the dense model's own inputs to this block, are needed for a stream correction;
+    the dense block's outputs on them come back for the next block.
     """
     spec = traversal.spec
     attention, mlp = attention_of(block, spec), mlp_of(block, spec)
     input_norm, post_norm = getattr(block, spec.input_norm), getattr(block, spec.post_attention_norm)
     shape = layer_shape(block, spec, head_dim)
     device = traversal.device
+    correcting = settings.repair and settings.correction > 0 and dense_states is not None
+    dense_outputs: States = []
 
     with torch.no_grad():
         # --- attention: o_proj's inputs on the pruned stream
         o_proj = getattr(attention, spec.o_proj)
+        stream_o = StreamTarget.empty(o_proj.out_features, o_proj.in_features, device) if correcting else None
         head_inputs: States = []
         h_o = None
-        for x in states:
+        for i, x in enumerate(states):
             x = x.to(device)
             _, a = capture_input(
                 o_proj, lambda x=x: attention(hidden_states=input_norm(x), **traversal.kwargs(index, x))
             )
             head_inputs.append(a.to(traversal.state_device))
             h_o = gram(a, h_o)
+            if stream_o is not None:
+                # The dense block on the dense stream, before any cut: where the residual should be.
+                dense_middle, dense_output = _dense_step(traversal, index, block, dense_states[i])  # type: ignore[index]
+                stream_o.add(dense_middle - x - _bias(o_proj), a)
+                dense_outputs.append(dense_output.to(traversal.state_device))
+                del dense_middle
         h_o = obs.for_solving(h_o)
         if isinstance(decision, BlockBudget):
             kept_heads, kept_kv = _choose_heads(
@@ -174,8 +247,8 @@ def cut_block(
             kept_heads, kept_kv = decision.kept_heads, decision.kept_kv_heads
         q_rows = head_rows(kept_heads, head_dim, device)
         kv_rows = head_rows(kept_kv, head_dim, device)
-        o_weight, o_record = _refit(o_proj.weight.detach(), h_o, q_rows, settings)
-        del h_o
+        o_weight, o_record = _refit(o_proj.weight.detach(), h_o, q_rows, settings, stream_o)
+        del h_o, stream_o
         for name, rows in ((spec.q_proj, q_rows), (spec.k_proj, kv_rows), (spec.v_proj, kv_rows)):
             setattr(attention, name, slice_linear(getattr(attention, name), rows=rows))
         new_o = _with_weight(slice_linear(o_proj, cols=q_rows), o_weight)
@@ -189,10 +262,14 @@ def cut_block(
 
         # --- MLP: down_proj's inputs after the repaired attention
         down = getattr(mlp, spec.down_proj)
+        stream_d = StreamTarget.empty(down.out_features, down.in_features, device) if correcting else None
         h_d = None
-        for m in middles:
-            _, z = capture_input(down, lambda m=m: mlp(post_norm(m.to(device))))
+        for i, m in enumerate(middles):
+            m = m.to(device)
+            _, z = capture_input(down, lambda m=m: mlp(post_norm(m)))
             h_d = gram(z, h_d)
+            if stream_d is not None:
+                stream_d.add(dense_outputs[i].to(device) - m - _bias(down), z)
             del z
         h_d = obs.for_solving(h_d)
         if isinstance(decision, BlockBudget):
@@ -200,8 +277,8 @@ def cut_block(
         else:
             kept_channels = decision.kept_channels
         channels = torch.tensor(kept_channels, dtype=torch.long, device=device)
-        down_weight, down_record = _refit(down.weight.detach(), h_d, channels, settings)
-        del h_d
+        down_weight, down_record = _refit(down.weight.detach(), h_d, channels, settings, stream_d)
+        del h_d, stream_d
         for name in spec.channel_projections:
             setattr(mlp, name, slice_linear(getattr(mlp, name), rows=channels))
         setattr(mlp, spec.down_proj, _with_weight(slice_linear(down, cols=channels), down_weight))
@@ -210,4 +287,22 @@ def cut_block(
         outputs = [(m.to(device) + mlp(post_norm(m.to(device)))).to(traversal.state_device) for m in middles]
 
     plan = LayerPlan(index=index, kept_heads=kept_heads, kept_kv_heads=kept_kv, kept_channels=kept_channels)
-    return outputs, plan, {"o_proj": o_record, "down_proj": down_record}
+    return BlockCut(
+        outputs, plan, {"o_proj": o_record, "down_proj": down_record}, dense_outputs if correcting else None
+    )
+
+
+def _bias(linear: nn.Linear) -> torch.Tensor | float:
+    return 0.0 if linear.bias is None else linear.bias.detach()
+
+
+def _dense_step(
+    traversal: Traversal, index: int, block: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (still dense) block's residual stream after attention and after the MLP, for one dense batch."""
+    spec = traversal.spec
+    attention, mlp = attention_of(block, spec), mlp_of(block, spec)
+    input_norm, post_norm = getattr(block, spec.input_norm), getattr(block, spec.post_attention_norm)
+    x = x.to(traversal.device)
+    middle = x + _hidden(attention(hidden_states=input_norm(x), **traversal.kwargs(index, x)))
+    return middle, middle + mlp(post_norm(middle))
