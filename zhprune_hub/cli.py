@@ -198,7 +198,7 @@ def prune(
     ratio: Annotated[float, typer.Option(help="Fraction of TOTAL parameters to remove (0 ≤ ratio < 1).")] = 0.2,
     method: MethodOption = "obs",
     repair: RepairOption = True,
-    damping: DampingOption = 0.01,
+    damping: DampingOption = 0.001,
     correction: CorrectionOption = 0.5,
     layout: Annotated[
         str,
@@ -570,7 +570,7 @@ def publish_cmd(
     ratio: Annotated[float, typer.Option(help="Fraction of TOTAL parameters to remove.")] = 0.2,
     method: MethodOption = "obs",
     repair: RepairOption = True,
-    damping: DampingOption = 0.01,
+    damping: DampingOption = 0.001,
     correction: CorrectionOption = 0.5,
     layout: Annotated[str, typer.Option(help="global (trust_remote_code) or uniform (stock config).")] = "global",
     head_unit: Annotated[str, typer.Option(help="group, query or none.")] = "group",

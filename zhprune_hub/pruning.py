@@ -54,7 +54,7 @@ class PruneConfig(BaseModel):
         default=True, description="Re-fit the kept o_proj/down_proj columns by damped least squares after each cut."
     )
     damping: float = Field(
-        default=0.01, gt=0.0, le=1.0, description="Least-squares dampening, relative to the mean diagonal of XᵀX."
+        default=0.001, gt=0.0, le=1.0, description="Least-squares dampening, relative to the mean diagonal of XᵀX."
     )
     correction: float = Field(
         default=DEFAULT_CORRECTION,
