@@ -231,20 +231,25 @@ def expected_staging_bytes(facts: ModelFacts, config: PruneConfig, *, dtype: str
     The checkpoint writer spools every kept tensor as it comes and then copies them into the final
     shards before it deletes the spool, so the checkpoint is on disk twice at the end. Before that, a
     gradient method (obs, taylor) may spool every block's calibration states to disk (when they exceed
-    the engine's memory budget); those are gone before the first block is written.
+    the engine's memory budget); those are gone before the first block is written. Pass 2 may keep
+    two more sets of states in files beside the blocks written so far.
     """
     from zhprune_hub.prune.importance import METHODS
-    from zhprune_hub.prune.spool import DEFAULT_MEMORY_BUDGET
+    from zhprune_hub.prune.spool import DEFAULT_MEMORY_BUDGET, pass_two_sets, pass_two_spills
 
     checkpoint = expected_output_bytes(facts, ratio=config.ratio, dtype=dtype)
     if checkpoint is None:
         return None
     peak = 2 * checkpoint
-    if METHODS[config.method].needs_gradients and facts.hidden_size and facts.num_layers:
+    method = METHODS[config.method]
+    if method.needs_data and facts.hidden_size and facts.num_layers:
         compute_bytes = DTYPE_BYTES.get(config.dtype, 4)  # auto: float32 on CPU, the widest case
-        states = config.num_samples * config.seq_len * facts.hidden_size * compute_bytes * facts.num_layers
-        if states > DEFAULT_MEMORY_BUDGET:
-            peak = max(peak, states)
+        one_set = config.num_samples * config.seq_len * facts.hidden_size * compute_bytes
+        if method.needs_gradients and one_set * facts.num_layers > DEFAULT_MEMORY_BUDGET:
+            peak = max(peak, one_set * facts.num_layers)
+        correcting = config.repair and config.correction > 0
+        if pass_two_spills(one_set, correcting):
+            peak = max(peak, checkpoint + (pass_two_sets(correcting) - 1) * one_set)
     return peak
 
 

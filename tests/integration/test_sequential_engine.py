@@ -185,6 +185,37 @@ def test_spooled_states_give_the_same_scores(tiny, calibration_file, tmp_path, m
     assert not list((tmp_path / "b").rglob("states-*.pt"))
 
 
+def test_pass_two_states_in_files_give_the_same_checkpoint(tiny, calibration_file, tmp_path, monkeypatch):
+    """Past the memory budget pass 2 keeps the dense stream and o_proj's inputs in files; nothing else may change."""
+    from safetensors.torch import load_file
+
+    from zhprune_hub.prune import spool
+
+    options = dict(ratio=0.4, correction=0.5)  # blocks 3 and 4 lose a KV group, the others keep every head
+    in_memory = prune(tiny["llama"], tmp_path / "a", calibration_file, **options)
+    kinds: list[str] = []
+    original = spool.BatchFiles.__init__
+
+    def recording(self, directory, batches=()):
+        kinds.append(Path(directory).name)
+        original(self, directory, batches)
+
+    monkeypatch.setattr(spool.BatchFiles, "__init__", recording)
+    monkeypatch.setattr(spool, "DEFAULT_MEMORY_BUDGET", 0)
+    spilled = prune(tiny["llama"], tmp_path / "b", calibration_file, **options)
+    assert {"dense", "head-inputs"} <= set(kinds)
+    assert spilled["layers"] == in_memory["layers"]
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.safetensors"))
+    assert names == sorted(p.name for p in (tmp_path / "b").glob("*.safetensors"))
+    for name in names:
+        a, b = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert not list((tmp_path / "b").rglob("batch-*.pt"))
+    assert not (tmp_path / "b" / ".zhprune-scratch").exists()
+
+
 @pytest.mark.parametrize("layout", ["global", "uniform"])
 @pytest.mark.parametrize("head_unit", ["group", "query", "none"])
 def test_compensated_default_meets_the_target_and_verifies(tiny, calibration_file, tmp_path, layout, head_unit):

@@ -57,7 +57,13 @@ def test_spooled_calibration_states_count_when_they_are_larger(tmp_path: Path) -
     states = 4096 * 2048 * 4096 * 4 * 32  # float32 states of every block
     assert states > DEFAULT_MEMORY_BUDGET
     assert expected_staging_bytes(facts, many, dtype="float16") == states
-    forward_only = many.model_copy(update={"method": "activation"})  # no backward walk, no spool
-    assert expected_staging_bytes(facts, forward_only, dtype="float16") == 2 * expected_output_bytes(
-        facts, ratio=forward_only.ratio, dtype="float16"
-    )
+    checkpoint = expected_output_bytes(facts, ratio=many.ratio, dtype="float16")
+    one_set = 4096 * 2048 * 4096 * 4
+    # No backward walk, so no per-block spool; pass 2 keeps the dense stream and o_proj's inputs in
+    # files beside the blocks written so far (the dense stream only with a stream correction).
+    forward_only = many.model_copy(update={"method": "activation"})
+    assert expected_staging_bytes(facts, forward_only, dtype="float16") == checkpoint + 2 * one_set
+    uncorrected = forward_only.model_copy(update={"correction": 0.0})
+    assert expected_staging_bytes(facts, uncorrected, dtype="float16") == checkpoint + one_set
+    defaults = PruneConfig(model=str(tmp_path), output=tmp_path / "out")  # 512 x 128 windows
+    assert expected_staging_bytes(facts, defaults, dtype="float16") == 512 * 128 * 4096 * 4 * 32 > 2 * checkpoint

@@ -8,6 +8,7 @@ gradient pass) and copied to the output as they are.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,13 @@ import numpy as np
 import torch
 
 from zhprune_hub.errors import RatioError
+from zhprune_hub.prune import spool
 from zhprune_hub.prune.allocation import AllocationReport, BlockBudget, allocate, allocate_by_cost
 from zhprune_hub.prune.collect import BlockEvidence, Evidence, collect
 from zhprune_hub.prune.importance import METHODS
 from zhprune_hub.prune.plan import LayerPlan, PruningPlan
 from zhprune_hub.prune.reconstruct import ProjectionRecord, RepairSettings, cut_block
+from zhprune_hub.prune.spool import BatchFiles, states_bytes
 from zhprune_hub.prune.structure import LayerShape, UnitCosts, layer_shape, unit_costs
 from zhprune_hub.prune.traversal import States, Traversal
 from zhprune_hub.prune.writer import CheckpointWriter
@@ -96,7 +99,10 @@ def run_engine(
 
     decisions, allocation = _allocate(settings, evidence, shapes, costs, head_dim)
     mark = time.perf_counter()
-    layers, repairs = _cut_all(traversal, settings, decisions, evidence, states, head_dim, writer, tick)
+    try:
+        layers, repairs = _cut_all(traversal, settings, decisions, evidence, states, head_dim, writer, tick, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the run's own scratch space, inside its staging directory
     seconds["cut_s"] = time.perf_counter() - mark
     removed = sum(costs[lp.index].block for lp in layers if lp.removed) + sum(
         _removed_parameters(lp, shapes[lp.index], costs[lp.index]) for lp in layers if not lp.removed
@@ -204,11 +210,14 @@ def _cut_all(
     head_dim: int,
     writer: CheckpointWriter,
     tick: Callable[[str], None],
+    scratch: Path,
 ) -> tuple[list[LayerPlan], list[dict[str, ProjectionRecord]]]:
     """Pass 2: cut every block in order on the pruned stream and spool it to the writer.
 
     With a stream correction the dense model's own stream runs alongside (each dense block on the
     dense block's inputs, removed blocks included), so every repair knows where the dense residual is.
+    When the sets of states a block needs at once would pass the memory budget, all but the pruned
+    stream live in files under `scratch` (spool.BatchFiles).
     """
     spec = traversal.spec
     layers: list[LayerPlan] = []
@@ -216,12 +225,16 @@ def _cut_all(
     kept_so_far = 0
     data_free = states is None
     repair = settings.repair
-    dense = list(states) if (states is not None and repair.repair and repair.correction > 0) else None
+    correcting = states is not None and repair.repair and repair.correction > 0
+    spill = _spill_directory(states, correcting, scratch)
+    dense: States | BatchFiles | None = None
+    if correcting:
+        dense = list(states) if spill is None else BatchFiles(spill / "dense", states)  # type: ignore[arg-type]
     for index, decision in enumerate(decisions):
         if decision.removed:
             if dense is not None:
                 with traversal.block(index) as block:
-                    dense = traversal.run(index, block, dense)
+                    traversal.advance(index, block, dense)  # type: ignore[arg-type]
             layers.append(_removed_layer(index))
             repairs.append({})
             tick("cut")
@@ -247,7 +260,8 @@ def _cut_all(
                     settings=settings.repair,
                     fisher_attention=block_evidence.fisher_attention,
                     fisher_mlp=block_evidence.fisher_mlp,
-                    dense_states=dense,
+                    dense_states=dense,  # type: ignore[arg-type]
+                    spill=spill,
                 )
                 outputs, layer_plan, record, dense = cut.outputs, cut.plan, cut.records, cut.dense_outputs
             # The KV cache is indexed by layer_idx; removed blocks leave no gaps.
@@ -261,6 +275,13 @@ def _cut_all(
         kept_so_far += 1
         tick("cut")
     return layers, repairs
+
+
+def _spill_directory(states: States | None, correcting: bool, scratch: Path) -> Path | None:
+    """Where pass 2 keeps its extra sets of states (dense stream, o_proj inputs), or None for memory."""
+    if states is None or not spool.pass_two_spills(states_bytes(states), correcting):
+        return None
+    return scratch / "pass2"
 
 
 def streamed_logits(traversal: Traversal, windows: torch.Tensor) -> torch.Tensor:

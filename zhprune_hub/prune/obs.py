@@ -90,8 +90,9 @@ def damped_cholesky_inverse(h: torch.Tensor, damping: float = DEFAULT_DAMPING) -
 
 
 def _row_weighted_sq(w: torch.Tensor, row_weight: torch.Tensor | None) -> torch.Tensor:
-    sq = w * w
-    return sq if row_weight is None else sq * row_weight[:, None]
+    """w² with each row weighted, in one temporary the size of w."""
+    sq = w.square()
+    return sq if row_weight is None else sq.mul_(row_weight[:, None])
 
 
 #: Removed columns are dropped from the working matrices once fewer than this share of them is alive.
@@ -191,12 +192,13 @@ def _joint_update(w: torch.Tensor, hinv: torch.Tensor, cols: torch.Tensor) -> No
 
 
 def least_squares(
-    h: torch.Tensor, cross: torch.Tensor, kept: torch.Tensor, *, damping: float = DEFAULT_DAMPING
+    h: torch.Tensor, cross_kept: torch.Tensor, kept: torch.Tensor, *, damping: float = DEFAULT_DAMPING
 ) -> tuple[torch.Tensor, float]:
     """Kept columns W' minimising ‖X_K W'ᵀ − Y‖² + d‖W'‖²: W' = C_K (H_KK + d·I)⁻¹, C = YᵀX.
 
+    `cross_kept` is C_K, C's kept columns (the caller needs them too, so they are gathered once).
     Returns the new weight [out, |K|] in H's dtype and the dampening used (raised when the solve is
     ill-conditioned).
     """
     inverse, used = damped_cholesky_inverse(h[kept[:, None], kept], damping)
-    return cross[:, kept].to(inverse.dtype) @ inverse, used
+    return cross_kept.to(inverse.dtype) @ inverse, used

@@ -1,20 +1,39 @@
-"""Per-block hidden states kept for the backward walk: in memory when small, on disk otherwise.
+"""Calibration hidden states kept off the heap when they are large: by block for the backward walk,
+by batch for the dense stream of pass 2.
 
 The gradient pass walks the blocks in reverse and needs every block's input again. For a model
 whose calibration states fit comfortably they stay in memory; beyond `memory_budget` bytes each
 block's states go to a file in the run's scratch directory, so resident memory holds one set.
+Pass 2 carries more than one set (the pruned stream, the dense stream its correction aims at,
+o_proj's inputs while heads are cut); past the same budget all but the pruned stream live in
+files, one batch per file, read and replaced one batch at a time.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 
 from zhprune_hub.prune.traversal import States
 
-#: Keep all blocks' states in memory below this many bytes.
-DEFAULT_MEMORY_BUDGET = 2 * 2**30
+#: States kept in memory beyond the one set being worked on stay below this many bytes; past it they
+#: go to files. Fixed, so that peak memory does not grow with depth (the backward walk's copies of
+#: every block's inputs would otherwise), and small beside the 1.5 GB the memory target leaves.
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+
+
+def pass_two_sets(correcting: bool) -> int:
+    """Sets of calibration states a pass-2 block holds at once: the pruned stream, o_proj's inputs
+    while heads are cut, and the dense stream when a stream correction runs."""
+    return 3 if correcting else 2
+
+
+def pass_two_spills(set_bytes: int, correcting: bool) -> bool:
+    """Whether pass 2 keeps all but the pruned stream in files (read at call time, so tests can lower it)."""
+    return pass_two_sets(correcting) * set_bytes > DEFAULT_MEMORY_BUDGET
 
 
 class StateSpool:
@@ -40,6 +59,50 @@ class StateSpool:
         states = torch.load(path, weights_only=True)
         path.unlink()
         return states
+
+
+class BatchFiles:
+    """A list of batches kept in files: `files[i]` reads batch i, `files[i] = x` replaces it.
+
+    Stands in for a States list wherever batches are visited and replaced one at a time, so one
+    batch is in memory instead of all of them.
+    """
+
+    def __init__(self, directory: Path, batches: Iterable[torch.Tensor] = ()):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._count = 0
+        for batch in batches:
+            self.append(batch)
+
+    def _path(self, index: int) -> Path:
+        return self.directory / f"batch-{index:05d}.pt"
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return torch.load(self._path(index), weights_only=True)
+
+    def __setitem__(self, index: int, batch: torch.Tensor | None) -> None:
+        if batch is None:
+            self._path(index).unlink(missing_ok=True)
+            return
+        batch = batch.detach().cpu()
+        # A view would save its whole storage.
+        torch.save(batch.clone() if batch.untyped_storage().nbytes() != batch.nbytes else batch, self._path(index))
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[i] for i in range(self._count))
+
+    def append(self, batch: torch.Tensor) -> None:
+        self._count += 1
+        self[self._count - 1] = batch
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def states_bytes(states: States) -> int:

@@ -2,7 +2,8 @@
 
 Each collector hooks one module of the resident block and accumulates a fixed-size summary
 (never the activations themselves): the second-moment matrix XᵀX of a projection's inputs in
-the precision its solves run in (float64 on CPU up to 8,192 inputs), its diagonal alone, the cross moment YᵀX against a target, the squared gradient per
+the precision its solves run in (float64 on CPU up to 8,192 inputs), its diagonal alone, the cross
+moment YᵀX against a target (in the same precision), the squared gradient per
 output dimension, the block's 1 − cos(input, output).
 """
 
@@ -38,10 +39,10 @@ def gram(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def cross(y: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Add YᵀX ([m, n]) to `out` and return it: the target side of a least-squares fit."""
+    """Add YᵀX ([m, n], in the precision X's XᵀX is solved in) to `out` and return it: the target side of a fit."""
     ys, xs = _rows(y), _rows(x)
     if out is None:
-        out = torch.zeros(ys.shape[1], xs.shape[1], dtype=torch.float64, device=xs.device)
+        out = torch.zeros(ys.shape[1], xs.shape[1], dtype=obs.solving_dtype(xs.shape[1], xs.device), device=xs.device)
     for start in range(0, xs.shape[0], _CHUNK):
         out.add_(ys[start : start + _CHUNK].float().T @ xs[start : start + _CHUNK].float())
     return out

@@ -131,6 +131,12 @@ class Traversal:
                 outputs.append(_hidden(out).to(self.state_device))
         return outputs
 
+    def advance(self, index: int, block: nn.Module, states: States) -> None:
+        """Replace every batch of `states` by the block's output on it, one batch at a time (no gradients)."""
+        with torch.no_grad():
+            for i, x in enumerate(states):
+                states[i] = _hidden(block(x.to(self.device), **self.kwargs(index, x))).to(self.state_device)
+
 
 def _hidden(output: Any) -> torch.Tensor:
     """A block's hidden-state output (transformers 5 returns a tensor; older code a tuple)."""

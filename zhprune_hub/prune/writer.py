@@ -3,18 +3,40 @@
 Blocks are pruned one after another and never held together, so their tensors are spooled to
 small safetensors files as they come; `finish` plans the final shards with huggingface_hub's
 own splitter (`model.safetensors`, or `model-0000k-of-0000n.safetensors` plus the index) and
-copies tensors into them shard by shard, so memory never holds more than one shard.
+writes each shard tensor by tensor, so memory never holds more than one tensor.
+
+safetensors itself can only serialise a whole dict of tensors (and copies it once more while it
+does), which at the end of a 7B run would hold a full shard twice; its maintainers keep it that way
+on purpose (safetensors#291). Every name, dtype and shape is known before the first byte here, so
+the header is written first and the tensors are streamed after it, in the file format that
+safetensors documents and reads back (`safe_open` checks the header against the data).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import struct
+import sys
 from pathlib import Path
 
 import torch
 
 SPOOL_DIR = ".zhprune-spool"
+
+#: The safetensors names of the dtypes a checkpoint holds.
+_DTYPE_NAMES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 class CheckpointWriter:
@@ -55,19 +77,39 @@ class CheckpointWriter:
     def finish(self) -> list[str]:
         """Write the final shard files (and index when sharded); return their names."""
         from huggingface_hub import split_torch_state_dict_into_shards
-        from safetensors import safe_open
-        from safetensors.torch import save_file
 
         split = split_torch_state_dict_into_shards(self._meta, max_shard_size=self.max_shard_size)
         for filename, names in split.filename_to_tensors.items():
-            shard = {}
-            for name in names:
-                with safe_open(str(self._file_of[name]), framework="pt") as handle:
-                    shard[name] = handle.get_tensor(name)
-            save_file(shard, str(self.directory / filename), metadata={"format": "pt"})
-            del shard
+            self._write_shard(self.directory / filename, names)
         if split.is_sharded:
             index = {"metadata": dict(split.metadata), "weight_map": dict(split.tensor_to_filename)}
             (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
         shutil.rmtree(self._spool)
         return list(split.filename_to_tensors)
+
+    def _write_shard(self, path: Path, names: list[str]) -> None:
+        """One safetensors file: the header from the recorded shapes, then each tensor's bytes in turn."""
+        from safetensors import safe_open
+
+        assert sys.byteorder == "little", "safetensors stores little-endian data"
+        header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name in names:
+            meta = self._meta[name]
+            size = meta.numel() * meta.element_size()
+            header[name] = {
+                "dtype": _DTYPE_NAMES[meta.dtype],
+                "shape": list(meta.shape),
+                "data_offsets": [offset, offset + size],
+            }
+            offset += size
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+        with path.open("wb") as out:
+            out.write(struct.pack("<Q", len(encoded)))
+            out.write(encoded)
+            for name in names:
+                with safe_open(str(self._file_of[name]), framework="pt") as handle:
+                    tensor = handle.get_tensor(name)
+                out.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
+                del tensor
