@@ -51,6 +51,15 @@ def base_parser(description: str, *, out: str, markdown: str) -> argparse.Argume
     parser.add_argument("--calibration", default="auto", help="Calibration corpus (auto = the model's language).")
     parser.add_argument("--num-samples", type=int, default=128, help="Calibration windows N.")
     parser.add_argument("--seq-len", type=int, default=128, help="Calibration window length L.")
+    parser.add_argument(
+        "--damping", type=float, default=None, help="Repair dampening (default: the library's, recorded when given)."
+    )
+    parser.add_argument(
+        "--correction",
+        type=float,
+        default=None,
+        help="Stream correction (default: the library's, recorded when given).",
+    )
     parser.add_argument("--ppl", nargs="+", default=["wikitext2", "ptb", "c4_zh"], help="Perplexity corpora.")
     parser.add_argument("--ppl-seq-len", type=int, default=2048, help="Perplexity window length.")
     parser.add_argument("--ppl-max-tokens", type=int, default=32768, help="Tokens evaluated per corpus (prefix).")
@@ -270,6 +279,7 @@ def prune_with_method(
         device=args.device,
         dtype=args.dtype,
         overwrite=True,
+        **repair_options(args),
     )
     return prune_model(config, log=log).report
 
@@ -443,7 +453,13 @@ def eval_protocol(args: argparse.Namespace) -> dict[str, Any]:
         "calibration": {"num_samples": args.num_samples, "seq_len": args.seq_len},
         "device": args.device,
         "dtype": args.dtype,
+        **({"repair": repair} if (repair := repair_options(args)) else {}),
     }
+
+
+def repair_options(args: argparse.Namespace) -> dict[str, float]:
+    """The repair settings given on the command line (the library's defaults otherwise, not recorded)."""
+    return {k: getattr(args, k) for k in ("damping", "correction") if getattr(args, k, None) is not None}
 
 
 _TOKENS: dict[tuple[str, str], Any] = {}
