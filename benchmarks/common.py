@@ -620,8 +620,16 @@ def protocol_text(protocol: dict[str, Any]) -> str:
         f"Zero-shot ({zs['num_fewshot']}-shot, local data files): {', '.join(zs['tasks']) or 'none'}, "
         f"--limit {zs['limit']} items per task{_limit_overrides(zs)}; the mean is of acc_norm where a task has it, else acc. "
         f"Calibration: {calib['num_samples']} windows × {calib['seq_len']} tokens. "
+        f"{_repair_text(protocol.get('repair'))}"
         f"Device {protocol['device']}, dtype {protocol['dtype']}."
     )
+
+
+def _repair_text(repair: dict[str, float] | None) -> str:
+    """The repair settings a run gave instead of the library's defaults, if any."""
+    if not repair:
+        return ""
+    return "Repair: " + ", ".join(f"--{name} {value:g}" for name, value in repair.items()) + ". "
 
 
 def _limit_overrides(zeroshot: dict[str, Any]) -> str:
