@@ -235,7 +235,7 @@ def expected_staging_bytes(facts: ModelFacts, config: PruneConfig, *, dtype: str
     two more sets of states in files beside the blocks written so far.
     """
     from zhprune_hub.prune.importance import METHODS
-    from zhprune_hub.prune.spool import DEFAULT_MEMORY_BUDGET, pass_two_sets, pass_two_spills
+    from zhprune_hub.prune.spool import BACKWARD_MEMORY_BUDGET, pass_two_sets, pass_two_spills
 
     checkpoint = expected_output_bytes(facts, ratio=config.ratio, dtype=dtype)
     if checkpoint is None:
@@ -245,7 +245,7 @@ def expected_staging_bytes(facts: ModelFacts, config: PruneConfig, *, dtype: str
     if method.needs_data and facts.hidden_size and facts.num_layers:
         compute_bytes = DTYPE_BYTES.get(config.dtype, 4)  # auto: float32 on CPU, the widest case
         one_set = config.num_samples * config.seq_len * facts.hidden_size * compute_bytes
-        if method.needs_gradients and one_set * facts.num_layers > DEFAULT_MEMORY_BUDGET:
+        if method.needs_gradients and one_set * facts.num_layers > BACKWARD_MEMORY_BUDGET:
             peak = max(peak, one_set * facts.num_layers)
         correcting = config.repair and config.correction > 0
         if pass_two_spills(one_set, correcting):

@@ -170,7 +170,6 @@ def test_stream_correction_is_fitted_towards_the_dense_models_own_stream(tiny, c
 def test_spooled_states_give_the_same_scores(tiny, calibration_file, tmp_path, monkeypatch):
     """With a zero memory budget every block's states go to disk and back; the plan must not change."""
     in_memory = prune(tiny["llama"], tmp_path / "a", calibration_file, ratio=0.25, method="taylor")
-    monkeypatch.setattr("zhprune_hub.prune.spool.DEFAULT_MEMORY_BUDGET", 0)
     from zhprune_hub.prune import spool
 
     original = spool.StateSpool.__init__
@@ -201,7 +200,7 @@ def test_pass_two_states_in_files_give_the_same_checkpoint(tiny, calibration_fil
         original(self, directory, batches)
 
     monkeypatch.setattr(spool.BatchFiles, "__init__", recording)
-    monkeypatch.setattr(spool, "DEFAULT_MEMORY_BUDGET", 0)
+    monkeypatch.setattr(spool, "PASS_TWO_MEMORY_BUDGET", 0)
     spilled = prune(tiny["llama"], tmp_path / "b", calibration_file, **options)
     assert {"dense", "head-inputs"} <= set(kinds)
     assert spilled["layers"] == in_memory["layers"]

@@ -9,7 +9,7 @@ import pytest
 
 from zhprune_hub.loading import resolve_source
 from zhprune_hub.preflight import expected_output_bytes, expected_staging_bytes, model_facts
-from zhprune_hub.prune.spool import DEFAULT_MEMORY_BUDGET
+from zhprune_hub.prune.spool import BACKWARD_MEMORY_BUDGET
 from zhprune_hub.pruning import PruneConfig
 
 SMOLLM2 = Path.home() / ".cache/zhprune-hub/models/smollm2-135m"
@@ -55,7 +55,7 @@ def test_spooled_calibration_states_count_when_they_are_larger(tmp_path: Path) -
     facts = _facts(tmp_path, LLAMA_7B)
     many = PruneConfig(model=str(tmp_path), output=tmp_path / "out", method="obs", num_samples=4096, seq_len=2048)
     states = 4096 * 2048 * 4096 * 4 * 32  # float32 states of every block
-    assert states > DEFAULT_MEMORY_BUDGET
+    assert states > BACKWARD_MEMORY_BUDGET
     assert expected_staging_bytes(facts, many, dtype="float16") == states
     checkpoint = expected_output_bytes(facts, ratio=many.ratio, dtype="float16")
     one_set = 4096 * 2048 * 4096 * 4

@@ -1,12 +1,12 @@
 """Calibration hidden states kept off the heap when they are large: by block for the backward walk,
 by batch for the dense stream of pass 2.
 
-The gradient pass walks the blocks in reverse and needs every block's input again. For a model
-whose calibration states fit comfortably they stay in memory; beyond `memory_budget` bytes each
-block's states go to a file in the run's scratch directory, so resident memory holds one set.
-Pass 2 carries more than one set (the pruned stream, the dense stream its correction aims at,
-o_proj's inputs while heads are cut); past the same budget all but the pruned stream live in
-files, one batch per file, read and replaced one batch at a time.
+The gradient pass walks the blocks in reverse and needs every block's input again. Unless all of
+them together are tiny, each block's states go to a file in the run's scratch directory, so
+resident memory holds one set whatever the depth. Pass 2 carries more than one set (the pruned
+stream, the dense stream its correction aims at, o_proj's inputs while heads are cut); past its
+budget all but the pruned stream live in files, one batch per file, read and replaced one batch
+at a time.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ import torch
 
 from zhprune_hub.prune.traversal import States
 
-#: States kept in memory beyond the one set being worked on stay below this many bytes; past it they
-#: go to files. Fixed, so that peak memory does not grow with depth (the backward walk's copies of
-#: every block's inputs would otherwise), and small beside the 1.5 GB the memory target leaves.
-DEFAULT_MEMORY_BUDGET = 512 * 2**20
+#: The backward walk's copies of every block's inputs stay in memory only while all of them fit in
+#: this many bytes (tiny runs, such as the tests); past it they go to files, so that peak memory
+#: does not grow with depth.
+BACKWARD_MEMORY_BUDGET = 64 * 2**20
+#: Pass 2's extra sets of states stay in memory below this many bytes; they do not grow with depth,
+#: and 512 MiB is small beside the 1.5 GB the memory target leaves.
+PASS_TWO_MEMORY_BUDGET = 512 * 2**20
 
 
 def pass_two_sets(correcting: bool) -> int:
@@ -33,11 +36,11 @@ def pass_two_sets(correcting: bool) -> int:
 
 def pass_two_spills(set_bytes: int, correcting: bool) -> bool:
     """Whether pass 2 keeps all but the pruned stream in files (read at call time, so tests can lower it)."""
-    return pass_two_sets(correcting) * set_bytes > DEFAULT_MEMORY_BUDGET
+    return pass_two_sets(correcting) * set_bytes > PASS_TWO_MEMORY_BUDGET
 
 
 class StateSpool:
-    def __init__(self, scratch: Path, *, expected_bytes: int, memory_budget: int = DEFAULT_MEMORY_BUDGET):
+    def __init__(self, scratch: Path, *, expected_bytes: int, memory_budget: int = BACKWARD_MEMORY_BUDGET):
         self.scratch = Path(scratch)
         self.on_disk = expected_bytes > memory_budget
         self._memory: dict[int, States] = {}
