@@ -181,7 +181,7 @@ def test_spooled_states_give_the_same_scores(tiny, calibration_file, tmp_path, m
     monkeypatch.setattr(spool.StateSpool, "__init__", zero_budget)
     on_disk = prune(tiny["llama"], tmp_path / "b", calibration_file, ratio=0.25, method="taylor")
     assert on_disk["layers"] == in_memory["layers"]
-    assert not list((tmp_path / "b").rglob("states-*.pt"))
+    assert not list((tmp_path / "b").rglob("states-*")) and not list((tmp_path / "b").rglob("batch-*.pt"))
 
 
 def test_pass_two_states_in_files_give_the_same_checkpoint(tiny, calibration_file, tmp_path, monkeypatch):

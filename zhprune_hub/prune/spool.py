@@ -40,28 +40,23 @@ def pass_two_spills(set_bytes: int, correcting: bool) -> bool:
 
 
 class StateSpool:
+    """Every block's input states, kept for the backward walk: in memory when tiny, else in BatchFiles."""
+
     def __init__(self, scratch: Path, *, expected_bytes: int, memory_budget: int = BACKWARD_MEMORY_BUDGET):
         self.scratch = Path(scratch)
         self.on_disk = expected_bytes > memory_budget
-        self._memory: dict[int, States] = {}
-
-    def _path(self, index: int) -> Path:
-        return self.scratch / f"states-{index:05d}.pt"
+        self._blocks: dict[int, States | BatchFiles] = {}
 
     def put(self, index: int, states: States) -> None:
-        if self.on_disk:
-            self.scratch.mkdir(parents=True, exist_ok=True)
-            torch.save([s.cpu() for s in states], self._path(index))
-        else:
-            self._memory[index] = states
+        self._blocks[index] = BatchFiles(self.scratch / f"states-{index:05d}", states) if self.on_disk else states
 
     def pop(self, index: int) -> States:
-        if not self.on_disk:
-            return self._memory.pop(index)
-        path = self._path(index)
-        states = torch.load(path, weights_only=True)
-        path.unlink()
-        return states
+        stored = self._blocks.pop(index)
+        if isinstance(stored, BatchFiles):
+            states = list(stored)
+            stored.close()
+            return states
+        return stored
 
 
 class BatchFiles:
