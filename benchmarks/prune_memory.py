@@ -158,6 +158,8 @@ def main() -> None:
     protocol = {k: getattr(args, k) for k in ("hidden", "intermediate", "heads", "kv_heads", "ratio", "num_samples",
                                               "seq_len", "calibration", "device")}  # fmt: skip
     store = Store(args.out, protocol, retry_failed=args.retry_failed)
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="zhprune-memory-", dir=args.work_dir))
     configs = [(config_key(depth=d), lambda d=d: measure(d, args, root)) for d in args.depths]
     failures = run_configs(store, configs, after=lambda: write_atomically(args.markdown, markdown(store, args)))

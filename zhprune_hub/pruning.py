@@ -230,9 +230,6 @@ def prune_model(config: PruneConfig, *, progress: Any = None, log: Any = print) 
     from zhprune_hub.preflight import prune_preflight
 
     source = prune_preflight(config, log=log)  # before any weights are loaded
-    from zhprune_hub.prune.heap import return_large_buffers
-
-    return_large_buffers()  # the peak then stays flat in depth
     import torch
 
     from zhprune_hub.loading import pick_device, pick_dtype

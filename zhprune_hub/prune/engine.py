@@ -289,7 +289,7 @@ def streamed_logits(traversal: Traversal, windows: torch.Tensor) -> torch.Tensor
     model = traversal.model
     states = traversal.embed(windows)
     for index in range(len(traversal.layers)):
-        with traversal.block(index) as block:
+        with traversal.block(index, trim=False) as block:  # per call: trimming would cost more than it keeps
             states = traversal.run(index, block, states)
     norm_name = traversal.spec.final_norm
     norm = model.get_submodule(norm_name)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from zhprune_hub.prune.families import FamilySpec
+from zhprune_hub.prune.heap import trim_heap
 from zhprune_hub.prune.streaming import Streamer
 from zhprune_hub.prune.structure import decoder_layers
 
@@ -117,10 +118,18 @@ class Traversal:
         return self._kwargs[shape][index]
 
     @contextmanager
-    def block(self, index: int) -> Iterator[nn.Module]:
-        """Block `index` materialised on the compute device for the duration."""
-        with self.streamer.resident(self.layers[index], self.prefix(index)) as block:
-            yield block
+    def block(self, index: int, *, trim: bool = True) -> Iterator[nn.Module]:
+        """Block `index` materialised on the compute device for the duration.
+
+        With `trim` the heap is trimmed afterwards, so what a pass freed in this block does not add
+        to the next one's peak; callers that visit every block per window (scoring) pass False.
+        """
+        try:
+            with self.streamer.resident(self.layers[index], self.prefix(index)) as block:
+                yield block
+        finally:
+            if trim:
+                trim_heap()
 
     def run(self, index: int, block: nn.Module, states: States) -> States:
         """The block's outputs for every batch of `states` (no gradients)."""
