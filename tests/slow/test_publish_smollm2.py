@@ -40,7 +40,7 @@ def test_publish_smollm2_then_download_matches(hub, smollm2_dir, shared_data, tm
     env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": hub.token, "HF_HUB_DISABLE_XET": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "zhprune_hub", "publish", str(smollm2_dir), "--repo-id", REPO, "--json",
-         "--num-samples", "8", "--seq-len", "64", "--ppl", "wikitext2", "--max-tokens", "2048",
+         "--num-samples", "32", "--seq-len", "64", "--ppl", "wikitext2", "--max-tokens", "2048",
          "--tasks", "piqa", "--limit", "20", "--data-dir", str(shared_data), "--work-dir", str(tmp_path / "work")],
         env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
@@ -48,7 +48,7 @@ def test_publish_smollm2_then_download_matches(hub, smollm2_dir, shared_data, tm
     assert hub.token not in proc.stdout + proc.stderr
     variant = json.loads(proc.stdout)["variants"][0]
     assert variant["status"] == "published"
-    assert 0 < variant["ppl_delta"] < 20  # worse (8 calibration windows, no retraining), not collapsed
+    assert 0 < variant["ppl_delta"] < 20  # worse (32 short calibration windows, no retraining), not collapsed
     results = json.loads(Path(variant["results"]).read_text())
     assert [m["model_id"] for m in results["models"]] == [smollm2_dir.name, REPO]  # a local base: its name
 
